@@ -1,0 +1,47 @@
+"""Helpers shared by the thin scripts in stages/: params loading and one-line error reporting."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from agvq.errors import CaseError, ConfigError
+
+log = logging.getLogger("agvq")
+
+
+def load_params(path: str | Path = "params.yaml", section: str | None = None) -> Any:
+    """Read params.yaml (or one top-level section of it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found")
+    with open(path) as fh:
+        params = yaml.safe_load(fh) or {}
+    if section is None:
+        return params
+    if section not in params:
+        raise ConfigError(f"params file {path} has no section {section!r}")
+    return params[section]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    return parser
+
+
+def run_stage(main: Callable[[], Any]) -> None:
+    """Run a stage entry point; a CaseError/ConfigError becomes one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except (CaseError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,19 @@
+"""Errors a user can act on: one line naming the case, the file and the problem."""
+from __future__ import annotations
+
+
+class CaseError(Exception):
+    """A problem with one input case; ``str()`` is the single line shown to the user."""
+
+    def __init__(self, case: str | None, file: str | None, problem: str):
+        self.case, self.file, self.problem = case, file, problem
+        where = []
+        if case:
+            where.append(f"case {case}")
+        if file:
+            where.append(f"file {file}")
+        super().__init__((": ".join(where) + ": " if where else "") + problem)
+
+
+class ConfigError(Exception):
+    """Invalid parameters or paths given to a stage."""

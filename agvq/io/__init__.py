@@ -1,0 +1,1 @@
+"""File I/O: NIfTI reading/writing, case discovery, validation, atomic writes."""
