@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
-from agvq.errors import CaseError, ConfigError
+from agvq.errors import CaseError, ConfigError, TrainingError
 
 log = logging.getLogger("agvq")
 
@@ -35,11 +35,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_stage(main: Callable[[], Any]) -> None:
-    """Run a stage entry point; a CaseError/ConfigError becomes one line on stderr and exit code 2."""
+    """Run a stage entry point; a CaseError/ConfigError/TrainingError becomes one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main()
-    except (CaseError, ConfigError) as exc:
+    except (CaseError, ConfigError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

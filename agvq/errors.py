@@ -17,3 +17,7 @@ class CaseError(Exception):
 
 class ConfigError(Exception):
     """Invalid parameters or paths given to a stage."""
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. a non-finite loss); the message names the epoch and step."""

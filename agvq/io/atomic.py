@@ -75,3 +75,23 @@ def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def ensure_writable(paths, min_free_bytes: int = 50 * 2**20) -> None:
+    """Fail fast, before hours of training, if an output folder is unwritable or its disk nearly full."""
+    from agvq.errors import ConfigError
+
+    for path in paths:
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"output folder {parent} is not writable ({exc.strerror or exc})") from None
+        free = shutil.disk_usage(parent).free
+        if free < min_free_bytes:
+            raise ConfigError(
+                f"only {free / 2**20:.1f} MiB free on the disk of {parent}; need at least {min_free_bytes / 2**20:.0f} MiB"
+            )

@@ -1,0 +1,57 @@
+"""Patch predictors shared by validation and inference, and whole-volume sliding-window prediction.
+
+Every predictor maps a patch batch to 2-class probabilities at full resolution, so sliding-window blending is the
+same for the two-stage model (codes -> frozen codebook -> frozen stage-1 decoder), the single-stage nets and the
+stage-1 VQ-VAE itself (mask reconstruction).
+"""
+from __future__ import annotations
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+
+class VQVAEReconstructor(nn.Module):
+    """Mask -> reconstructed mask probabilities through encoder, quantizer and decoder (stage-1 validation)."""
+
+    def __init__(self, vqvae: nn.Module):
+        super().__init__()
+        self.vqvae = vqvae
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.vqvae.decode_indices(self.vqvae.encode_indices(mask)).float(), dim=1)
+
+
+class TwoStagePredictor(nn.Module):
+    """MRI -> argmax code per latent position -> frozen codebook vector -> frozen stage-1 decoder -> probabilities."""
+
+    def __init__(self, code_predictor: nn.Module, vqvae: nn.Module):
+        super().__init__()
+        self.code_predictor, self.vqvae = code_predictor, vqvae
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        codes = self.code_predictor(image).argmax(dim=1)
+        return torch.softmax(self.vqvae.decode_indices(codes).float(), dim=1)
+
+
+class SingleStagePredictor(nn.Module):
+    """MRI -> 2-class logits at full resolution (AG-UNet, U-Net baseline) -> probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image).float(), dim=1)
+
+
+def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, patch_size, overlap: float = 0.5,
+                                 sw_batch_size: int = 2, blend: str = "gaussian") -> torch.Tensor:
+    """(1, C, X, Y, Z) volume -> (1, 2, X, Y, Z) blended probabilities (MONAI sliding_window_inference).
+
+    A volume smaller than the patch along an axis is padded by MONAI and cropped back.
+    """
+    return sliding_window_inference(
+        volume, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=int(sw_batch_size),
+        predictor=predictor, overlap=float(overlap), mode=blend, progress=False,
+    )

@@ -1,0 +1,88 @@
+"""Everything a training stage does around the loop: splits, case stores, preflight checks, the fingerprint that
+guards resuming, and the atomic writing of model file, contract, metrics and curves."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from agvq.data.dataset import CaseStore
+from agvq.errors import ConfigError
+from agvq.io.atomic import ensure_writable, write_json
+from agvq.training import checkpoint
+from agvq.training.config import TrainConfig
+from agvq.training.loop import fit, finish_run
+from agvq.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingPaths:
+    prepared: Path
+    splits: Path
+    model: Path  # the model file (.pt); its contract is written beside it as .json
+    metrics: Path
+    curve: Path
+    run_dir: Path
+
+    @classmethod
+    def from_args(cls, args) -> "TrainingPaths":
+        return cls(Path(args.prepared), Path(args.splits), Path(args.out), Path(args.metrics), Path(args.curve),
+                   Path(args.run_dir))
+
+
+def load_splits(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"splits file {path} not found (run the preprocess stage first)")
+    splits = json.loads(path.read_text())
+    for key in ("train", "val", "test"):
+        if key not in splits:
+            raise ConfigError(f"splits file {path} has no {key!r} list")
+    if not splits["train"] or not splits["val"]:
+        raise ConfigError(f"splits file {path} needs at least one train and one val case")
+    return splits
+
+
+def fingerprint(paths: TrainingPaths, identity: dict, extra_files=()) -> str:
+    """Hash of what defines a run: its params, the split, the prepared files and any input checkpoints."""
+    h = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    h.update(paths.splits.read_bytes())
+    for f in sorted(paths.prepared.glob("*")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    for f in extra_files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def train_and_save(task, kind: str, region: str, cfg: TrainConfig, rt: Runtime, paths: TrainingPaths, seed: int,
+                   identity: dict, contract: dict, extra_files=(), extra: dict | None = None, desc: str = "train"):
+    """Train ``task`` on the train split, pick the best epoch on val, and write model, contract, metrics, curve."""
+    if rt.is_main:
+        ensure_writable([paths.model, paths.metrics, paths.curve, paths.run_dir / "last.pt"])
+    splits = load_splits(paths.splits)
+    train = CaseStore(paths.prepared, splits["train"], region, cache=cfg.cache)
+    val = CaseStore(paths.prepared, splits["val"], region, cache=cfg.cache)
+    fp = fingerprint(paths, identity, extra_files)
+    result = fit(task, train, val, cfg, rt, paths.run_dir, paths.curve if rt.is_main else None, seed, fp, desc)
+    if rt.is_main:
+        task.model.load_state_dict(result.best_state)
+        metrics = {
+            "best_epoch": result.best_epoch,
+            **{k: v for k, v in result.best_metrics.items() if k != "epoch"},
+            "train_seconds": round(result.seconds, 2),
+            "train_cases": len(train), "val_cases": len(val),
+        }
+        contract = {"kind": kind, "region": region, "in_channels": train.in_channels,
+                    "patch_size": list(cfg.patch_size), **contract}
+        checkpoint.save_atomic(checkpoint.model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
+        write_json(paths.model.with_suffix(".json"), contract)
+        write_json(paths.metrics, metrics)
+        log.info("%s: best epoch %d, %s", desc, result.best_epoch,
+                 ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    rt.barrier()
+    finish_run(paths.run_dir, rt)
+    return result

@@ -1,0 +1,33 @@
+"""Stage 2 and single-stage models: train one variant's network for one tumour region.
+
+Two-stage variants predict the frozen stage-1 VQ-VAE's code indices (``--vqvae`` required); single-stage variants
+(AG-UNet, U-Net baseline) predict the mask directly.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.regions import check_region  # noqa: E402
+from agvq.training.stage2 import train_variant  # noqa: E402
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--vqvae", help="frozen stage-1 model file of the region (two-stage variants only)")
+    parser.add_argument("--prepared", required=True, help="prepared cases folder")
+    parser.add_argument("--splits", required=True, help="splits JSON")
+    parser.add_argument("--out", required=True, help="model file to write (.pt; contract .json beside it)")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--curve", required=True, help="per-epoch curve CSV to write")
+    parser.add_argument("--run-dir", required=True, help="resume state folder (kept out of DVC's outputs)")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    train_variant(args.variant, check_region(args.region), params, args)
+
+
+if __name__ == "__main__":
+    run_stage(main)
