@@ -14,6 +14,9 @@ class CaseError(Exception):
             where.append(f"file {file}")
         super().__init__((": ".join(where) + ": " if where else "") + problem)
 
+    def __reduce__(self):  # picklable, so it crosses process-pool boundaries intact
+        return (CaseError, (self.case, self.file, self.problem))
+
 
 class ConfigError(Exception):
     """Invalid parameters or paths given to a stage."""

@@ -6,7 +6,7 @@ import torch
 
 from agvq.data.dataset import CaseStore
 from agvq.inference.predictors import sliding_window_probabilities
-from agvq.metrics.segmentation import binary_scores
+from agvq.metrics.segmentation import region_metrics
 
 
 @torch.inference_mode()
@@ -21,7 +21,7 @@ def validate(predictor: torch.nn.Module, store: CaseStore, val_input, cfg, rt) -
             probs = sliding_window_probabilities(predictor, volume, cfg.patch_size, cfg.sw_overlap,
                                                  cfg.sw_batch_size)
         pred = (probs[0, 1] > 0.5).cpu().numpy()
-        dice, hd95 = binary_scores(pred, case.mask.astype(bool), case.spacing, cfg.empty_penalty)
-        dices.append(dice)
-        hds.append(hd95)
+        scores = region_metrics(pred, case.mask.astype(bool), case.spacing, cfg.empty_penalty)
+        dices.append(scores["dice"])
+        hds.append(scores["hd95"])
     return {"dice": float(np.mean(dices)), "hd95": float(np.mean(hds))}

@@ -1,0 +1,91 @@
+"""Whole-volume inference: crop as in preprocessing, sliding-window prediction per region, ET in TC in WT,
+one BraTS label map in the case's own convention, pasted back onto the original grid with the input affine."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from agvq.data.preprocess import prepare_case, uncrop
+from agvq.errors import ConfigError
+from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, sliding_window_probabilities
+from agvq.io.nifti import write_volume
+from agvq.models.loading import load_predictor_parts
+from agvq.regions import REGIONS, get_convention, regions_to_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegionModel:
+    region: str
+    predictor: nn.Module
+    patch_size: tuple
+    contract: dict
+
+
+@dataclass
+class InferConfig:
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    sw_batch_size: int = 2
+    threshold: float = 0.5
+    margin: int = 2
+    stride: int = 16
+
+
+def load_region_models(model_dir: str | Path, regions=REGIONS, device: torch.device = torch.device("cpu")):
+    """One model load per region: ``<model_dir>/<region>.pt`` -> an eval-mode predictor on ``device``."""
+    models = {}
+    for region in regions:
+        path = Path(model_dir) / f"{region}.pt"
+        net, vqvae, bundle = load_predictor_parts(path)
+        if bundle["contract"].get("region") != region:
+            raise ConfigError(f"{path} was trained for region {bundle['contract'].get('region')}, not {region}")
+        predictor = TwoStagePredictor(net, vqvae) if vqvae is not None else SingleStagePredictor(net)
+        models[region] = RegionModel(region, predictor.to(device).eval(), tuple(bundle["contract"]["patch_size"]),
+                                     bundle["contract"])
+    modalities = {tuple(m.contract.get("modalities", ())) for m in models.values()}
+    if len(modalities) > 1:
+        raise ConfigError(f"the region models of {model_dir} were trained on different modalities: {modalities}")
+    return models
+
+
+@torch.inference_mode()
+def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
+                  device: torch.device) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off)."""
+    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    masks = {}
+    for region, m in models.items():
+        probs = sliding_window_probabilities(m.predictor, volume, m.patch_size, cfg.overlap, cfg.sw_batch_size,
+                                             cfg.blend)
+        masks[region] = (probs[0, 1] > cfg.threshold).cpu().numpy() & brain
+    return masks
+
+
+def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
+                 device: torch.device) -> tuple[np.ndarray, dict]:
+    """Label map on the original grid of one raw case (labels are never read) and the case properties."""
+    arrays, props = prepare_case(case_files, modalities, cfg.margin, cfg.stride, require_labels=False)
+    masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device)
+    labels = regions_to_labels(masks, get_convention(props["convention"]))
+    full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
+    return full.astype(np.uint8), props
+
+
+def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig, out_dir,
+                  device: torch.device) -> list[str]:
+    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids."""
+    out_dir = Path(out_dir)
+    written = []
+    for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
+        labels, props = predict_case(case_files, models, modalities, cfg, device)
+        write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
+        written.append(case_files.case)
+    return written

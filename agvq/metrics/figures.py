@@ -1,0 +1,56 @@
+"""Qualitative figure like the paper's: per case, an axial slice through the tumour of the first modality with the
+ground truth and the prediction overlaid (NCR red, ED green, ET yellow)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from agvq.io.atomic import atomic_path  # noqa: E402
+from agvq.regions import LabelConvention  # noqa: E402
+
+COLOURS = {"ncr": (0.9, 0.1, 0.1), "ed": (0.1, 0.8, 0.2), "et": (1.0, 0.85, 0.0)}
+
+
+def tumour_slice(truth: np.ndarray, pred: np.ndarray) -> int:
+    """Axial (last-axis) index with the most tumour in the truth, else in the prediction, else the middle."""
+    for seg in (truth, pred):
+        area = (seg > 0).sum(axis=(0, 1))
+        if area.any():
+            return int(area.argmax())
+    return truth.shape[2] // 2
+
+
+def _overlay(ax, image: np.ndarray, seg: np.ndarray, convention: LabelConvention, title: str) -> None:
+    ax.imshow(image.T, cmap="gray", origin="lower")
+    classes = np.zeros(seg.shape, dtype=np.uint8)
+    for k, (name, label) in enumerate((("ncr", convention.ncr), ("ed", convention.ed), ("et", convention.et)), 1):
+        classes[seg == label] = k
+    cmap = ListedColormap([(0, 0, 0, 0)] + [(*COLOURS[n], 0.55) for n in ("ncr", "ed", "et")])
+    ax.imshow(classes.T, cmap=cmap, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def qualitative_figure(rows: list[dict], path: str | Path, modality: str = "flair") -> None:
+    """``rows``: dicts with case, image (3D), truth and pred (3D label maps), convention, and optional dice text."""
+    if not rows:
+        raise ValueError("no cases to draw")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    for ax_row, row in zip(axes, rows):
+        z = tumour_slice(row["truth"], row["pred"])
+        image = row["image"][:, :, z]
+        ax_row[0].imshow(image.T, cmap="gray", origin="lower")
+        ax_row[0].set_title(f"{row['case']} {modality} z={z}", fontsize=9)
+        ax_row[0].axis("off")
+        _overlay(ax_row[1], image, row["truth"][:, :, z], row["convention"], "ground truth")
+        _overlay(ax_row[2], image, row["pred"][:, :, z], row["convention"], f"prediction {row.get('caption', '')}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

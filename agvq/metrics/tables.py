@@ -1,0 +1,93 @@
+"""Per-case metric tables -> summary statistics, and their atomic CSV / JSON files.
+
+The JSON summary is what ``dvc metrics`` reads: it never holds NaN or inf (non-finite values are left out of the
+statistics and counted instead; a region without any finite value is an error).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from agvq.io.atomic import atomic_path, write_json
+from agvq.metrics.segmentation import CONVENTIONS
+
+METRICS = ("dice", "hd95")
+COLUMNS = ("case", "region", "dice", "hd95", "convention", "pred_empty", "truth_empty", "pred_voxels", "truth_voxels")
+
+
+def _stats(values: pd.Series) -> dict:
+    """mean / median / std (population, ddof=0) / min / max of the finite values."""
+    arr = values.to_numpy(dtype=np.float64)
+    return {
+        "mean": float(np.mean(arr)),
+        "median": float(np.median(arr)),
+        "std": float(np.std(arr)),
+        "min": float(np.min(arr)),
+        "max": float(np.max(arr)),
+    }
+
+
+def summarize(cases: pd.DataFrame, regions: Sequence[str], empty_penalty: float) -> dict:
+    """Summary of a per-case table (columns as in COLUMNS, one row per case and region).
+
+    Returns {"n_cases", "conventions" (what the empty-mask rules are), "regions": {region: {"count",
+    "dice": stats, "hd95": stats, "conventions": {name: count}, "nonfinite": {metric: count}}},
+    "mean": {metric: mean over regions of the region means}}.
+    """
+    missing = [c for c in ("case", "region", *METRICS, "convention") if c not in cases.columns]
+    if missing:
+        raise ValueError(f"per-case table lacks columns {missing}")
+    if cases.empty:
+        raise ValueError("per-case table is empty")
+    summary: dict = {
+        "n_cases": int(cases["case"].nunique()),
+        "conventions": {
+            "both_empty": {"dice": 1.0, "hd95": 0.0},
+            "one_empty": {"dice": 0.0, "hd95": float(empty_penalty)},
+        },
+        "regions": {},
+    }
+    for region in regions:
+        rows = cases[cases["region"] == region]
+        if rows.empty:
+            raise ValueError(f"per-case table has no rows for region {region}")
+        conv = rows["convention"].fillna("").astype(str)
+        entry: dict = {"count": int(len(rows)), "nonfinite": {}}
+        for metric in METRICS:
+            values = pd.to_numeric(rows[metric], errors="coerce")
+            finite = values[np.isfinite(values.to_numpy(dtype=np.float64))]
+            entry["nonfinite"][metric] = int(len(values) - len(finite))
+            if finite.empty:
+                raise ValueError(f"region {region} has no finite {metric} value")
+            entry[metric] = _stats(finite)
+        entry["conventions"] = {name: int((conv == name).sum()) for name in CONVENTIONS}
+        summary["regions"][region] = entry
+    summary["mean"] = {
+        metric: float(np.mean([summary["regions"][r][metric]["mean"] for r in regions])) for metric in METRICS
+    }
+    _assert_finite(summary)
+    return summary
+
+
+def _assert_finite(obj, where: str = "summary") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"{where} is not finite ({obj})")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _assert_finite(value, f"{where}.{key}")
+
+
+def write_case_table(cases: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the per-case table as CSV atomically."""
+    with atomic_path(path) as tmp:
+        cases.to_csv(tmp, index=False)
+
+
+def write_summary(summary: dict, path: str | os.PathLike) -> None:
+    """Write the summary as JSON atomically (it is checked to hold only finite numbers)."""
+    _assert_finite(summary)
+    write_json(path, summary)
