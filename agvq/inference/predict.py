@@ -2,6 +2,7 @@
 one BraTS label map in the case's own convention, pasted back onto the original grid with the input affine."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tqdm.auto import tqdm
 from agvq.data.preprocess import prepare_case, uncrop
 from agvq.errors import ConfigError
 from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, sliding_window_probabilities
+from agvq.io.atomic import atomic_dir
+from agvq.io.discovery import discover_cases
 from agvq.io.nifti import write_volume
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import REGIONS, get_convention, regions_to_labels
@@ -72,7 +75,8 @@ def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, Region
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                  device: torch.device) -> tuple[np.ndarray, dict]:
     """Label map on the original grid of one raw case (labels are never read) and the case properties."""
-    arrays, props = prepare_case(case_files, modalities, cfg.margin, cfg.stride, require_labels=False)
+    unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
+    arrays, props = prepare_case(unlabelled, modalities, cfg.margin, cfg.stride, require_labels=False)
     masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device)
     labels = regions_to_labels(masks, get_convention(props["convention"]))
     full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
@@ -89,3 +93,20 @@ def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], 
         write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
         written.append(case_files.case)
     return written
+
+
+def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regions, cfg: InferConfig,
+                  device: torch.device) -> list[str]:
+    """Predict the cases ``case_ids`` of ``raw_dir`` (all discovered cases when None; labels not needed) into
+    ``out_dir``, written whole or not at all."""
+    cases = discover_cases(raw_dir, require_labels=False)
+    if case_ids is not None:
+        by_id = {c.case: c for c in cases}
+        missing = [c for c in case_ids if c not in by_id]
+        if missing:
+            raise ConfigError(f"cases {missing[:5]} of the split are not under {raw_dir}")
+        cases = [by_id[c] for c in case_ids]
+    models = load_region_models(model_dir, regions, device)
+    modalities = list(next(iter(models.values())).contract["modalities"])
+    with atomic_dir(out_dir) as tmp:
+        return predict_cases(cases, models, modalities, cfg, tmp, device)

@@ -54,3 +54,32 @@ def qualitative_figure(rows: list[dict], path: str | Path, modality: str = "flai
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+
+
+def pick_cases(cases_df, n: int) -> list[str]:
+    """Up to ``n`` cases spread over the quality range: best, median and worst mean Dice first, then the rest."""
+    order = cases_df.groupby("case")["dice"].mean().sort_values(ascending=False)
+    ids = list(order.index)
+    if not ids or n <= 0:
+        return []
+    picks = [ids[0], ids[len(ids) // 2], ids[-1]]
+    picks += [c for c in ids if c not in picks]
+    return list(dict.fromkeys(picks))[:n]
+
+
+def draw_evaluation(cases_df, pred_dir, truth_files: dict, path, n: int = 3) -> None:
+    """Draw ``n`` evaluated cases (``truth_files``: case -> CaseFiles) into one PNG at ``path``."""
+    from agvq.io.nifti import read_volume
+    from agvq.regions import get_convention
+
+    rows = []
+    for case in pick_cases(cases_df, n):
+        files = truth_files[case]
+        modality = "flair" if "flair" in files.images else sorted(files.images)[0]
+        mean_dice = cases_df.loc[cases_df["case"] == case, "dice"].mean()
+        rows.append({
+            "case": case, "image": read_volume(files.images[modality]).data.astype(np.float32),
+            "truth": read_volume(files.seg).data, "pred": read_volume(Path(pred_dir) / f"{case}.nii.gz").data,
+            "convention": get_convention(files.convention), "caption": f"(mean Dice {mean_dice:.2f})",
+        })
+    qualitative_figure(rows, path, modality="flair")
