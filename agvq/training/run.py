@@ -47,6 +47,14 @@ def load_splits(path: str | Path) -> dict:
     return splits
 
 
+def prepared_modalities(prepared: str | Path) -> list[str]:
+    """Modalities (in channel order) of the prepared cases, read from the first case's properties."""
+    props = sorted(Path(prepared).glob("*.json"))
+    if not props:
+        raise ConfigError(f"no prepared cases in {prepared} (run the preprocess stage first)")
+    return list(json.loads(props[0].read_text())["modalities"])
+
+
 def fingerprint(paths: TrainingPaths, identity: dict, extra_files=()) -> str:
     """Hash of what defines a run: its params, the split, the prepared files and any input checkpoints."""
     h = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
@@ -77,6 +85,7 @@ def train_and_save(task, kind: str, region: str, cfg: TrainConfig, rt: Runtime, 
             "train_cases": len(train), "val_cases": len(val),
         }
         contract = {"kind": kind, "region": region, "in_channels": train.in_channels,
+                    "modalities": prepared_modalities(paths.prepared),
                     "patch_size": list(cfg.patch_size), **contract}
         checkpoint.save_atomic(checkpoint.model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
         write_json(paths.model.with_suffix(".json"), contract)

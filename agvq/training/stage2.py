@@ -2,14 +2,11 @@
 load the frozen stage-1 VQ-VAE for two-stage variants, and train through the shared loop."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from agvq.errors import ConfigError
 from agvq.models.factory import build_model
 from agvq.models.loading import load_vqvae
 from agvq.training.config import TrainConfig, deep_merge
-from agvq.training.run import TrainingPaths, train_and_save
+from agvq.training.run import TrainingPaths, prepared_modalities, train_and_save
 from agvq.training.runtime import setup_runtime, teardown_runtime
 from agvq.training.tasks import CodeTask, SegmentationTask
 
@@ -24,13 +21,6 @@ def variant_params(params: dict, name: str) -> tuple[dict, dict]:
     return variant, deep_merge(params["cond"], overrides)
 
 
-def prepared_channels(prepared: str | Path) -> int:
-    props = sorted(Path(prepared).glob("*.json"))
-    if not props:
-        raise ConfigError(f"no prepared cases in {prepared} (run the preprocess stage first)")
-    return len(json.loads(props[0].read_text())["modalities"])
-
-
 def train_variant(name: str, region: str, params: dict, args):
     variant, p = variant_params(params, name)
     two_stage = bool(variant.get("two_stage", True))
@@ -42,7 +32,7 @@ def train_variant(name: str, region: str, params: dict, args):
     runtime_params = params["runtime"]
     rt = setup_runtime({**runtime_params, "seed": p.get("seed", 0)})
     try:
-        in_channels = prepared_channels(args.prepared)
+        in_channels = len(prepared_modalities(args.prepared))
         loss = dict(p.get("loss") or {})
         extra, extra_files = {}, []
         if two_stage:
