@@ -1,0 +1,68 @@
+"""Losses: soft Dice (+CE) for 2-class mask logits (stage 1) and focal + CE over code logits (stage 2)."""
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+from agvq.errors import ConfigError
+
+
+def _as_label(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Binary target (B, X, ...) or (B, 1, X, ...) -> (B, 1, X, ...) float label map matching logits."""
+    if target.dim() == logits.dim() - 1:
+        target = target.unsqueeze(1)
+    if target.shape[0] != logits.shape[0] or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
+        raise ValueError(f"mask target {tuple(target.shape)} does not match logits {tuple(logits.shape)}")
+    return (target > 0.5).float() if torch.is_floating_point(target) else (target > 0).float()
+
+
+class MaskLoss(nn.Module):
+    """``dice_weight * soft Dice + ce_weight * cross-entropy`` of 2-class logits (B, 2, ...) vs a binary mask.
+
+    The soft Dice covers both classes (background and foreground) and is pooled over the batch, so a batch
+    whose masks are empty (e.g. cases without enhancing tumour) still gives a meaningful loss.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 0.0):
+        super().__init__()
+        if dice_weight < 0 or ce_weight < 0 or dice_weight + ce_weight <= 0:
+            raise ConfigError(f"mask loss: weights must be >= 0 and not both 0, got dice_weight={dice_weight}, "
+                              f"ce_weight={ce_weight}")
+        self.loss = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True, batch=True,
+                               lambda_dice=float(dice_weight), lambda_ce=float(ce_weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.dim() < 3 or logits.shape[1] != 2:
+            raise ValueError(f"mask loss expects 2-class logits (B, 2, ...), got {tuple(logits.shape)}")
+        return self.loss(logits.float(), _as_label(target, logits))
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Batch soft Dice loss (both classes) of 2-class logits vs a binary mask; MaskLoss(1, 0)."""
+    return MaskLoss(1.0, 0.0)(logits, target)
+
+
+class CodeLoss(nn.Module):
+    """``focal_weight * focal + ce_weight * cross-entropy`` over code logits (B, K, ...) vs indices (B, ...).
+
+    Focal loss per voxel is ``-(1 - p_t)^gamma * log p_t`` (softmax over the K codes), averaged over voxels;
+    it is computed with a gather, so no (B, K, ...) one-hot target is materialised.
+    """
+
+    def __init__(self, focal_weight: float = 1.0, ce_weight: float = 1.0, gamma: float = 2.0):
+        super().__init__()
+        if focal_weight < 0 or ce_weight < 0 or focal_weight + ce_weight <= 0 or gamma < 0:
+            raise ConfigError(f"code loss: weights must be >= 0 and not both 0 and gamma >= 0, got "
+                              f"focal_weight={focal_weight}, ce_weight={ce_weight}, gamma={gamma}")
+        self.focal_weight, self.ce_weight, self.gamma = float(focal_weight), float(ce_weight), float(gamma)
+
+    def forward(self, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if indices.dim() != logits.dim() - 1 or indices.shape[0] != logits.shape[0] \
+                or indices.shape[1:] != logits.shape[2:]:
+            raise ValueError(f"code targets {tuple(indices.shape)} do not match logits {tuple(logits.shape)}")
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        log_pt = log_p.gather(1, indices.long().unsqueeze(1)).squeeze(1)
+        ce = -log_pt.mean()
+        focal = -((1.0 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
+        return self.focal_weight * focal + self.ce_weight * ce
