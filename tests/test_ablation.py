@@ -1,0 +1,213 @@
+"""Ablation report: paper-style table, best-value marking, paired bootstrap, markdown, JSON, bar plot, stage script."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from agvq.metrics.ablation import (ablation_report, ablation_table, bar_plot, bootstrap_ci, comparison_markdown,
+                                   compare_to_main, display_name, markdown_table, paired_bootstrap)
+from agvq.metrics.tables import COLUMNS, summarize, write_case_table, write_summary
+
+REGIONS = ["WT", "TC", "ET"]
+T, SE = "transformer", {"squeeze_excitation": True}
+VARIANTS = {
+    "agvqvae": {"two_stage": True, "arch": T, "attention_scaling": True, "soft_masking": True, **SE},
+    "agvqvae_no_as": {"two_stage": True, "arch": T, "attention_scaling": False, "soft_masking": True, **SE},
+    "agvqvae_no_sm": {"two_stage": True, "arch": T, "attention_scaling": True, "soft_masking": False, **SE},
+    "agunet": {"two_stage": False, "arch": T, "attention_scaling": True, "soft_masking": True, **SE},
+    "agunet_no_as": {"two_stage": False, "arch": T, "attention_scaling": False, "soft_masking": True, **SE},
+    "agunet_no_sm": {"two_stage": False, "arch": T, "attention_scaling": True, "soft_masking": False, **SE},
+    "unet": {"two_stage": False, "arch": "unet"},
+}
+# per variant: Dice offset and HD95 (mm) offset; agvqvae is best except unet's ET HD95 (set in _cases)
+QUALITY = {"agvqvae": (0.90, 4.0), "agvqvae_no_as": (0.86, 6.0), "agvqvae_no_sm": (0.87, 5.5), "agunet": (0.85, 7.0),
+           "agunet_no_as": (0.82, 8.0), "agunet_no_sm": (0.83, 7.5), "unet": (0.80, 9.0)}
+CASES = [f"BraTS-{i:05d}" for i in range(16)]
+
+
+def _cases(variant: str, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng([seed, list(VARIANTS).index(variant)])
+    dice0, hd0 = QUALITY[variant]
+    rows = []
+    for case in CASES:
+        for k, region in enumerate(REGIONS):
+            hd = hd0 + k + rng.normal(0, 0.5) if not (variant == "unet" and region == "ET") else 1.0 + rng.random()
+            rows.append({"case": case, "region": region, "dice": dice0 - 0.05 * k + rng.normal(0, 0.02), "hd95": hd,
+                         "convention": "computed", "pred_empty": False, "truth_empty": False,
+                         "pred_voxels": 100, "truth_voxels": 100})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _write_evals(folder, variants=VARIANTS) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for variant in variants:
+        tables[variant] = _cases(variant)
+        write_case_table(tables[variant], folder / f"{variant}_cases.csv")
+        write_summary(summarize(tables[variant], REGIONS, 373.13), folder / f"{variant}.json")
+    return tables
+
+
+def _summaries() -> dict:
+    return {v: summarize(_cases(v), REGIONS, 373.13) for v in VARIANTS}
+
+
+def _pair(shift: float, n: int = 40, noise: float = 0.05, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.5, 0.9, n)
+    ids = [f"c{i:03d}" for i in range(n)]
+    b = pd.DataFrame({"case": ids, "region": "WT", "dice": base})
+    a = pd.DataFrame({"case": ids, "region": "WT", "dice": base + shift + rng.normal(0, noise, n)})
+    return a, b
+
+
+def test_table_values_order_and_names():
+    summaries = _summaries()
+    table = ablation_table(summaries, VARIANTS, REGIONS)
+    assert list(table["variant"]) == ["unet", "agunet_no_as", "agunet_no_sm", "agunet",
+                                      "agvqvae_no_as", "agvqvae_no_sm", "agvqvae"]
+    row = table.set_index("variant").loc["agvqvae_no_as"]
+    assert (row["model"], row["stages"], row["AS"], row["SM"]) == ("AG-VQ-VAE", 2, False, True)
+    assert table.set_index("variant").loc["unet", "AS"] is None
+    for variant in VARIANTS:
+        rows = table.set_index("variant").loc[variant]
+        cases = _cases(variant)
+        for region in REGIONS:
+            for metric in ("dice", "hd95"):
+                expected = cases.loc[cases.region == region, metric].mean()
+                assert rows[f"{metric}_{region}"] == pytest.approx(expected)
+        assert rows["dice_mean"] == pytest.approx(summaries[variant]["mean"]["dice"])
+    assert display_name(VARIANTS["agunet_no_sm"]) == "AG-UNet w/o SM"
+    with pytest.raises(ValueError, match="no evaluation summary for variant unet"):
+        ablation_table({k: v for k, v in summaries.items() if k != "unet"}, VARIANTS, REGIONS)
+
+
+def test_markdown_header_and_best_marking():
+    table = ablation_table(_summaries(), VARIANTS, REGIONS)
+    lines = markdown_table(table, REGIONS).strip().splitlines()
+    assert lines[0] == ("| Model | Stages | AS | SM | HD95 WT | HD95 TC | HD95 ET | Dice WT | Dice TC | Dice ET "
+                        "| Variant |")
+    body = {row.split("|")[-2].strip().strip("`"): [c.strip() for c in row.split("|")[1:-1]] for row in lines[2:]}
+    assert len(body) == 7 and all(len(cells) == 11 for cells in body.values())
+    assert body["unet"][:4] == ["U-Net", "1", "–", "–"]
+    assert body["agvqvae_no_sm"][:4] == ["AG-VQ-VAE", "2", "✓", "✗"]
+    bold = {(v, i) for v, cells in body.items() for i, c in enumerate(cells) if c.startswith("**")}
+    # agvqvae is best in every column except HD95 ET (column 6), where unet's small values win
+    assert bold == {("agvqvae", i) for i in (4, 5, 7, 8, 9)} | {("unet", 6)}
+    # ties (as printed) are all marked
+    tied = table.copy()
+    tied.loc[tied.variant == "agunet", "dice_WT"] = tied.loc[tied.variant == "agvqvae", "dice_WT"].iloc[0] + 1e-5
+    tied_lines = markdown_table(tied, REGIONS).splitlines()
+    assert sum(line.split("|")[8].strip().startswith("**") for line in tied_lines[2:]) == 2
+
+
+def test_bootstrap_known_shift_deterministic():
+    a, b = _pair(0.10)
+    res = paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3)
+    assert res["ci_low"] < 0.10 < res["ci_high"] and res["ci_low"] > 0 and res["p_value"] == 0.0
+    assert res["n_cases"] == 40 and res["mean_diff"] == pytest.approx((a.dice - b.dice).mean())
+    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3) == res
+    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=4)["ci_low"] != res["ci_low"]
+    a0, b0 = _pair(0.0)
+    null = paired_bootstrap(a0, b0, "dice", "WT", n_boot=2000, seed=3)
+    assert null["ci_low"] < 0 < null["ci_high"] and null["p_value"] > 0.05
+    # order of rows does not matter: pairs are matched by case id
+    shuffled = b.sample(frac=1.0, random_state=0)
+    assert paired_bootstrap(a, shuffled, "dice", "WT", n_boot=2000, seed=3) == res
+
+
+def test_bootstrap_matches_scipy():
+    a, b = _pair(0.02, n=30, noise=0.08)
+    ours = paired_bootstrap(a, b, "dice", "WT", n_boot=20000, seed=0)
+    diff = (a.dice - b.dice).to_numpy()
+    ref = stats.bootstrap((diff,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
+                          rng=np.random.default_rng(1)).confidence_interval
+    width = ref.high - ref.low
+    assert abs(ours["ci_low"] - ref.low) < 0.05 * width and abs(ours["ci_high"] - ref.high) < 0.05 * width
+    single = bootstrap_ci(diff, 20000, 0)
+    assert single["mean"] == pytest.approx(diff.mean()) and abs(single["ci_low"] - ref.low) < 0.05 * width
+
+
+def test_paired_errors_and_nonfinite():
+    a, b = _pair(0.05)
+    with pytest.raises(ValueError, match="case sets differ.*1 only in A"):
+        paired_bootstrap(a, b.iloc[1:], "dice", "WT", 100, 0)
+    with pytest.raises(ValueError, match="twice"):
+        paired_bootstrap(pd.concat([a, a.iloc[:1]]), b, "dice", "WT", 100, 0)
+    with pytest.raises(ValueError, match="no rows for region TC"):
+        paired_bootstrap(a, b, "dice", "TC", 100, 0)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap(a, b, "dice", "WT", 100, 0, confidence=1.0)
+    a.loc[0, "dice"] = np.nan
+    res = paired_bootstrap(a, b, "dice", "WT", 100, 0)
+    assert (res["n_cases"], res["n_dropped"]) == (39, 1)
+
+
+def test_comparison_markdown_marks_ci():
+    cases = {v: _cases(v) for v in VARIANTS}
+    table = ablation_table(_summaries(), VARIANTS, REGIONS)
+    comps = compare_to_main(cases, list(table["variant"]), "agvqvae", REGIONS, 500, 0)
+    assert len(comps) == 6 * 2 * 3
+    lines = comparison_markdown(comps, table, "agvqvae", REGIONS, 0.95).strip().splitlines()
+    assert lines[0] == "| Comparison | Metric | WT Δ [95% CI] | TC Δ [95% CI] | ET Δ [95% CI] |"
+    assert len(lines) == 2 + 12
+    unet_dice = next(line for line in lines if "(`unet`)" in line and "| Dice |" in line)
+    assert unet_dice.startswith("| AG-VQ-VAE − U-Net (`unet`)") and unet_dice.count("†") == 3
+    unet_hd = next(line for line in lines if "(`unet`)" in line and "| HD95 |" in line)
+    et = unet_hd.split("|")[5].strip()
+    assert et.startswith("+") and et.endswith("†")  # the main variant is worse than unet on ET HD95
+
+
+def test_report_json_and_png(tmp_path):
+    _write_evals(tmp_path)
+    report = ablation_report(tmp_path, VARIANTS, REGIONS, "agvqvae", 300, 0)
+    text = json.dumps(report.summary, allow_nan=False)
+    loaded = json.loads(text)
+    assert set(loaded["variants"]) == set(VARIANTS) and len(loaded["comparisons"]) == 6
+    cell = loaded["comparisons"]["agvqvae_vs_unet"]["dice"]["WT"]
+    assert set(cell) == {"mean_diff", "ci_low", "ci_high", "p_value", "n_cases"} and cell["n_cases"] == 16
+    assert loaded["variants"]["agvqvae"]["dice"]["mean"] == pytest.approx(np.mean(
+        [loaded["variants"]["agvqvae"]["dice"][r] for r in REGIONS]))
+    png = tmp_path / "plot" / "ablation.png"
+    bar_plot(report.intervals, report.table, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in png.parent.iterdir() if p.name != "ablation.png"]  # no temp files left
+    iv = report.intervals
+    assert ((iv["ci_low"] <= iv["mean"]) & (iv["mean"] <= iv["ci_high"])).all()
+
+
+def _stage(tmp_path, eval_dir):
+    params = {"regions": REGIONS, "variants": VARIANTS,
+              "ablate": {"main_variant": "agvqvae", "bootstrap": 200, "seed": 0, "confidence": 0.95}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "stages" / "ablate.py"),
+           "--params", str(tmp_path / "params.yaml"), "--eval-dir", str(eval_dir),
+           "--json", str(tmp_path / "out" / "ablation.json"), "--markdown", str(tmp_path / "out" / "ablation.md"),
+           "--plot", str(tmp_path / "out" / "ablation.png")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_stage_script(tmp_path):
+    eval_dir = tmp_path / "eval"
+    _write_evals(eval_dir)
+    proc = _stage(tmp_path, eval_dir)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    summary = json.loads((out / "ablation.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
+    assert summary["main_variant"] == "agvqvae" and summary["bootstrap"]["resamples"] == 200
+    md = (out / "ablation.md").read_text()
+    assert "| Model | Stages | AS | SM | HD95 WT" in md and "| Comparison | Metric |" in md
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+    (eval_dir / "agunet_no_sm.json").unlink()
+    proc = _stage(tmp_path, eval_dir)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and "agunet_no_sm.json" in lines[0] and lines[0].startswith("error:")
