@@ -8,9 +8,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
 from agvq.errors import ConfigError  # noqa: E402
 from agvq.inference.predict import InferConfig, run_inference  # noqa: E402
+from agvq.regions import REGIONS  # noqa: E402
 from agvq.training.runtime import resolve_device  # noqa: E402
 
 
@@ -29,9 +32,13 @@ def main() -> None:
             case_ids = json.loads(Path(args.splits).read_text())[args.split]
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"cannot read the {args.split} ids of {args.splits} ({exc})") from None
-    cfg = InferConfig(**params["infer"], margin=params["preprocess"]["margin"], stride=params["preprocess"]["stride"])
-    device = resolve_device(str(params["runtime"].get("device", "auto")))
-    written = run_inference(args.models, args.raw, args.out, case_ids, params["regions"], cfg, device)
+    cfg = InferConfig.from_params(params.get("infer"), params.get("preprocess") or {})
+    runtime = params.get("runtime") or {}
+    if int(runtime.get("threads", 0) or 0) > 0:
+        torch.set_num_threads(int(runtime["threads"]))
+    device = resolve_device(str(runtime.get("device", "auto")))
+    regions = params.get("regions", list(REGIONS))
+    written = run_inference(args.models, args.raw, args.out, case_ids, regions, cfg, device)
     print(f"wrote {len(written)} predictions to {args.out}")
 
 

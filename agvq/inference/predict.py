@@ -3,7 +3,6 @@ one BraTS label map in the case's own convention, pasted back onto the original 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,12 @@ from agvq.errors import ConfigError
 from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, sliding_window_probabilities
 from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import discover_cases
+from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import REGIONS, get_convention, regions_to_labels
 
-log = logging.getLogger(__name__)
+BLENDS = ("gaussian", "constant")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class RegionModel:
 
 @dataclass
 class InferConfig:
+    """Sliding-window and thresholding settings (params ``infer``) and the crop of preprocessing."""
+
     overlap: float = 0.5
     blend: str = "gaussian"
     sw_batch_size: int = 2
@@ -41,21 +43,79 @@ class InferConfig:
     margin: int = 2
     stride: int = 16
 
+    def __post_init__(self) -> None:
+        def number(name: str, value, lo: float, hi: float | None = None, integer: bool = False) -> None:
+            kind = (int,) if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind) or value < lo or (hi is not None and value >= hi):
+                bounds = f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g})"
+                raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {bounds}, got {value!r}")
+
+        number("infer.overlap", self.overlap, 0.0, 1.0)
+        if self.blend not in BLENDS:
+            raise ConfigError(f"infer.blend must be one of {list(BLENDS)}, got {self.blend!r}")
+        number("infer.sw_batch_size", self.sw_batch_size, 1, integer=True)
+        number("infer.threshold", self.threshold, 0.0, 1.0)
+        number("preprocess.margin", self.margin, 0, integer=True)
+        number("preprocess.stride", self.stride, 1, integer=True)
+
+    @classmethod
+    def from_params(cls, infer: dict, preprocess: dict) -> "InferConfig":
+        """From the ``infer`` and ``preprocess`` sections of params.yaml."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"margin", "stride"}
+        unknown = sorted(set(infer or {}) - fields)
+        if unknown:
+            raise ConfigError(f"params infer has unknown keys {unknown}; allowed: {sorted(fields)}")
+        return cls(**(infer or {}), margin=preprocess.get("margin", 2), stride=preprocess.get("stride", 16))
+
+
+def _check_contract(path: Path, region: str, net: nn.Module, vqvae, bundle: dict) -> tuple[int, ...]:
+    """Raise a one-line ConfigError unless the model file fits ``region``; returns its patch size."""
+    contract = bundle.get("contract") or {}
+    if contract.get("region") != region:
+        raise ConfigError(f"{path} was trained for region {contract.get('region')}, not {region}")
+    try:
+        modalities = check_modalities(contract.get("modalities") or ())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: bad modalities in its contract ({exc})") from None
+    if contract.get("in_channels", len(modalities)) != len(modalities):
+        raise ConfigError(f"{path} takes {contract['in_channels']} input channels but lists modalities {modalities}")
+    patch = contract.get("patch_size")
+    if not isinstance(patch, (list, tuple)) or len(patch) != 3 or not all(isinstance(p, int) and p > 0 for p in patch):
+        raise ConfigError(f"{path}: contract patch_size must be three positive integers, got {patch!r}")
+    stride = int(getattr(net, "stride", 1))
+    if any(p % stride for p in patch):
+        raise ConfigError(f"{path}: patch_size {list(patch)} is not a multiple of the model stride {stride}")
+    if vqvae is not None:
+        vq_region = (bundle["extra"]["vqvae"].get("contract") or {}).get("region")
+        if vq_region != region:
+            raise ConfigError(f"{path} decodes through the VQ-VAE of region {vq_region}, not {region}")
+        if getattr(net, "num_embeddings", None) != vqvae.quantizer.num_embeddings:
+            raise ConfigError(f"{path} predicts {getattr(net, 'num_embeddings', None)} codes but its VQ-VAE "
+                              f"codebook has {vqvae.quantizer.num_embeddings}")
+        if any(p % vqvae.stride for p in patch):
+            raise ConfigError(f"{path}: patch_size {list(patch)} is not a multiple of the VQ-VAE stride {vqvae.stride}")
+    return tuple(int(p) for p in patch)
+
 
 def load_region_models(model_dir: str | Path, regions=REGIONS, device: torch.device = torch.device("cpu")):
-    """One model load per region: ``<model_dir>/<region>.pt`` -> an eval-mode predictor on ``device``."""
+    """One model load per region: ``<model_dir>/<region>.pt`` -> an eval-mode predictor on ``device``.
+
+    Raises ConfigError for a missing or unreadable file, a model of another region (or, two-stage, decoding
+    through another region's VQ-VAE), and region models trained on different modalities.
+    """
     models = {}
     for region in regions:
         path = Path(model_dir) / f"{region}.pt"
         net, vqvae, bundle = load_predictor_parts(path)
-        if bundle["contract"].get("region") != region:
-            raise ConfigError(f"{path} was trained for region {bundle['contract'].get('region')}, not {region}")
+        patch = _check_contract(path, region, net, vqvae, bundle)
         predictor = TwoStagePredictor(net, vqvae) if vqvae is not None else SingleStagePredictor(net)
-        models[region] = RegionModel(region, predictor.to(device).eval(), tuple(bundle["contract"]["patch_size"]),
-                                     bundle["contract"])
-    modalities = {tuple(m.contract.get("modalities", ())) for m in models.values()}
+        models[region] = RegionModel(region, predictor.to(device).eval(), patch, bundle["contract"])
+    if not models:
+        raise ConfigError("no regions to predict (params regions is empty)")
+    modalities = {tuple(m.contract["modalities"]) for m in models.values()}
     if len(modalities) > 1:
-        raise ConfigError(f"the region models of {model_dir} were trained on different modalities: {modalities}")
+        raise ConfigError(f"the region models of {model_dir} were trained on different modalities: "
+                          f"{sorted(list(m) for m in modalities)}")
     return models
 
 

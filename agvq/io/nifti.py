@@ -58,6 +58,7 @@ def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, spacing
     img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm")
     if spacing is not None:
         img.header.set_zooms(tuple(float(s) for s in spacing[:3]))
     with atomic_path(path) as tmp:

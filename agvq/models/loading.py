@@ -33,5 +33,10 @@ def load_predictor_parts(path: str | Path) -> tuple[nn.Module, MaskVQVAE | None,
     bundle = check_model_file(bundle, path)
     model = rebuild(bundle["kind"], bundle["config"])
     model.load_state_dict(bundle["state_dict"])
-    vqvae = vqvae_from_bundle(bundle["extra"]["vqvae"]) if bundle["contract"].get("two_stage") else None
+    vqvae = None
+    if (bundle.get("contract") or {}).get("two_stage"):
+        embedded = (bundle.get("extra") or {}).get("vqvae")
+        if not isinstance(embedded, dict):
+            raise ConfigError(f"{path} is a two-stage model file without its stage-1 VQ-VAE (extra['vqvae'])")
+        vqvae = vqvae_from_bundle(check_model_file(embedded, f"{path} (embedded VQ-VAE)", "vqvae"))
     return model.eval(), vqvae, bundle
