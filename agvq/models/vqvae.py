@@ -14,7 +14,7 @@ from agvq.models.quantizer import EMAVectorQuantizer
 _QUANTIZER_DEFAULTS = {n: p.default for n, p in inspect.signature(EMAVectorQuantizer.__init__).parameters.items()
                        if n not in ("self", "num_embeddings", "embedding_dim")}
 _QUANTIZER_KEYS = list(_QUANTIZER_DEFAULTS)
-_NORMS = ("instance", "group")
+_NORMS = ("none", "batch", "instance", "group")
 
 
 class VQVAEOutput(NamedTuple):
@@ -27,7 +27,11 @@ class VQVAEOutput(NamedTuple):
     used_fraction: torch.Tensor
 
 
-def _norm(kind: str, channels: int) -> tuple:
+def _norm(kind: str, channels: int) -> tuple | None:
+    if kind == "none":
+        return None
+    if kind == "batch":
+        return ("batch", {})
     if kind == "instance":
         return ("instance", {"affine": True})
     groups = max(g for g in (8, 4, 2, 1) if channels % g == 0)
@@ -44,7 +48,9 @@ class MaskVQVAE(nn.Module):
         num_embeddings: codebook size.
         quantizer: extra EMAVectorQuantizer keywords (commitment, decay, epsilon, dead_code_threshold,
             kmeans_iters, kmeans_init, kmeans_max_vectors).
-        norm: "instance" or "group".
+        norm: "none", "batch", "instance" or "group". "none" and "batch" (running statistics at eval) keep the
+            encoder local, so a region's codes do not depend on what else is in the patch or volume; instance and
+            group norm make them depend on the whole input.
     """
 
     stride = 4
