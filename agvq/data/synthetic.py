@@ -158,7 +158,7 @@ def _ellipsoid(rng, rel, radius: float, spread: float) -> np.ndarray:
 
 def _tumour(shape, rng, brain, depth, tissue, semi, centre, no_et):
     """Bounding box, label map (0/1/2/4) and per-voxel intensity mixing weights of a tumour inside the box."""
-    n_wt = math.exp(rng.uniform(math.log(0.012), math.log(0.075))) * int(brain.sum())
+    n_wt = math.exp(rng.uniform(math.log(0.03), math.log(0.15))) * int(brain.sum())
     r_wt = (3 * n_wt / (4 * math.pi)) ** (1 / 3)
     r_core = r_wt * rng.uniform(0.15, 0.55) ** (1 / 3)
     c, box = _tumour_box(shape, rng, brain, depth, semi, centre, r_wt)
@@ -173,8 +173,8 @@ def _tumour(shape, rng, brain, depth, tissue, semi, centre, no_et):
     if not core.any():  # tiny volumes: keep at least the most central voxel
         core[np.unravel_index(np.argmin(np.where(inner, t_core, np.inf)), bshape)] = True
     # Enhancing rim: voxels within a spatially varying thickness (voxels) of the core's surface.
-    rim = rng.uniform(0.1, 0.35) * r_core * (1.0 + 0.35 * smooth_field(rng, bshape, nodes))
-    rim = np.clip(rim, 1.0, max(1.0, 0.6 * r_core))
+    rim = rng.uniform(0.15, 0.4) * r_core * (1.0 + 0.35 * smooth_field(rng, bshape, nodes))
+    rim = np.clip(rim, 1.5, max(1.5, 0.6 * r_core))
     inside = ndi.distance_transform_edt(core)
     necrotic = core & (inside > rim)
     seg = np.zeros(bshape, dtype=np.uint8)
