@@ -62,7 +62,7 @@ class MaskVQVAE(nn.Module):
         latent_dim: int = 16,
         num_embeddings: int = 64,
         quantizer: dict[str, Any] | None = None,
-        norm: str = "instance",
+        norm: str = "batch",
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -104,6 +104,11 @@ class MaskVQVAE(nn.Module):
             *res(c1),
             Convolution(3, c1, 2, strides=2, is_transposed=True, conv_only=True),
         )
+
+    @property
+    def local(self) -> bool:
+        """True when a voxel's code depends only on its neighbourhood (no instance/group statistics)."""
+        return self._config["norm"] in ("none", "batch")
 
     def config(self) -> dict[str, Any]:
         """Constructor keywords that rebuild this model (store next to the state_dict)."""

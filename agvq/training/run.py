@@ -55,8 +55,15 @@ def prepared_modalities(prepared: str | Path) -> list[str]:
     return list(json.loads(props[0].read_text())["modalities"])
 
 
+RUNTIME_KEYS_OUTSIDE_IDENTITY = ("launcher", "threads")
+"""Runtime params that do not define a run: a pre-empted run may resume with another launcher or thread count."""
+
+
 def fingerprint(paths: TrainingPaths, identity: dict, extra_files=()) -> str:
     """Hash of what defines a run: its params, the split, the prepared files and any input checkpoints."""
+    identity = dict(identity)
+    if isinstance(identity.get("runtime"), dict):
+        identity["runtime"] = {k: v for k, v in identity["runtime"].items() if k not in RUNTIME_KEYS_OUTSIDE_IDENTITY}
     h = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     h.update(paths.splits.read_bytes())
     for f in sorted(paths.prepared.glob("*")):
@@ -81,11 +88,11 @@ def train_and_save(task, kind: str, region: str, cfg: TrainConfig, rt: Runtime, 
         metrics = {
             "best_epoch": result.best_epoch,
             **{k: v for k, v in result.best_metrics.items() if k != "epoch"},
-            "train_seconds": round(result.seconds, 2),
             "train_cases": len(train), "val_cases": len(val),
         }
+        # Wall time goes in the contract, not the metrics: metrics stay bit-identical across identical runs.
         contract = {"kind": kind, "region": region, "in_channels": train.in_channels,
-                    "modalities": prepared_modalities(paths.prepared),
+                    "modalities": prepared_modalities(paths.prepared), "train_seconds": round(result.seconds, 2),
                     "patch_size": list(cfg.patch_size), **contract}
         checkpoint.save_atomic(checkpoint.model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
         write_json(paths.model.with_suffix(".json"), contract)

@@ -73,6 +73,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("runtime.device is 'cuda' but no CUDA device is available")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"process {local_rank} of this node has no GPU: only {torch.cuda.device_count()} "
+                              "visible; launch at most that many processes per node")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name != "cpu":
@@ -94,13 +97,20 @@ def setup_runtime(cfg: dict) -> Runtime:
     device = resolve_device(str(cfg.get("device", "auto")), local_rank)
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("runtime.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"runtime.precision bf16 is not supported by {torch.cuda.get_device_name(device)}; "
+                          "use fp16 or fp32")
     if world_size > 1 and not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            raise ConfigError(f"WORLD_SIZE is {world_size} but no rendezvous is set (MASTER_ADDR); launch with "
+                              "torchrun --nproc_per_node=N")
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     seed_everything(int(cfg.get("seed", 0)))
-    if cfg.get("deterministic", True):
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = False
+    deterministic = bool(cfg.get("deterministic", True))
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels are faster but not repeatable
+        if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return Runtime(device, precision, bool(cfg.get("channels_last", False)), rank, world_size, local_rank)
 

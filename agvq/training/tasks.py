@@ -53,8 +53,10 @@ class CodeTask:
 
     @torch.no_grad()
     def targets(self, mask: torch.Tensor) -> torch.Tensor:
+        """Code indices of the frozen stage-1 encoder + quantizer, always computed in float32."""
         self.vqvae.eval()
-        return self.vqvae.encode_indices(mask)
+        with torch.autocast(device_type=mask.device.type, enabled=False):
+            return self.vqvae.encode_indices(mask.float())
 
     def forward_loss(self, model: nn.Module, batch: dict):
         target = self.targets(batch["mask"])
