@@ -127,8 +127,9 @@ class CodePredictor(nn.Module):
 class AGUNet(nn.Module):
     """AG-UNet (single stage): the same backbone, a head up to full resolution -> logits (B, out, X, Y, Z).
 
-    The head goes 1/4 -> 1/2 (concatenating the encoder's 1/2 features) -> full (concatenating the input image),
-    so boundaries are drawn with full-resolution evidence.
+    The head goes 1/4 -> 1/2 (concatenating the encoder's 1/2 features), then to full resolution by a transposed
+    conv straight to the logits, plus a 3x3x3 conv of the input image (full-resolution evidence for boundaries).
+    Full-resolution feature maps would dominate the step time; the logits-level image skip costs almost nothing.
     """
 
     kind = "agunet"
@@ -143,9 +144,8 @@ class AGUNet(nn.Module):
         c2, c4 = self.backbone.config()["channels"][:2]
         cin = self.backbone.config()["in_channels"]
         self.up2 = UnetUpBlock(3, c4, c2, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
-        self.up1_trans = nn.ConvTranspose3d(c2, c2, kernel_size=2, stride=2)
-        self.up1_conv = UnetResBlock(3, c2 + cin, c2, kernel_size=3, stride=1, norm_name=NORM)
-        self.head = UnetOutBlock(3, c2, self.out_channels)
+        self.up1_trans = nn.ConvTranspose3d(c2, self.out_channels, kernel_size=2, stride=2)
+        self.image_skip = nn.Conv3d(cin, self.out_channels, kernel_size=3, padding=1)
 
     def config(self) -> dict[str, Any]:
         return {"out_channels": self.out_channels, **self.backbone.config()}
@@ -153,5 +153,4 @@ class AGUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f4, skips = self.backbone(x)
         f2 = self.up2(f4, skips[2])
-        f1 = self.up1_conv(torch.cat([self.up1_trans(f2), x], dim=1))
-        return self.head(f1)
+        return self.up1_trans(f2) + self.image_skip(x)
