@@ -230,7 +230,7 @@ def main() -> None:
     print(f"device: {name}, precision {rt.precision}, torch {torch.__version__}")
     results: dict = {"device": name, "precision": rt.precision, "sizes": {}}
     for size in args.sizes:
-        params, rows = sizes[size], {}
+        rows = {}
         for kind in KINDS + ("segresnet",):
             match = int(rows["code_predictor"]["params_m"] * 1e6) if kind == "segresnet" else 0
             rows[kind] = r = run_isolated(kind, size, argv, match)
