@@ -34,6 +34,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Paths every training stage takes (data in; model, metrics, curve and resume state out)."""
+    parser.add_argument("--prepared", required=True, help="prepared cases folder")
+    parser.add_argument("--splits", required=True, help="splits JSON")
+    parser.add_argument("--out", required=True, help="model file to write (.pt; contract .json beside it)")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--curve", required=True, help="per-epoch curve CSV to write")
+    parser.add_argument("--run-dir", required=True, help="resume state folder (kept out of DVC's outputs)")
+    return parser
+
+
 def run_stage(main: Callable[[], Any]) -> None:
     """Run a stage entry point; a CaseError/ConfigError/TrainingError becomes one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from agvq.data.prepared import write_prepared
+from tests.dvc_project import deep_update
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,15 +45,6 @@ def make_prepared(root: Path, n: int = 6, size: int = 32, seed: int = 0) -> tupl
     splits = root / "splits.json"
     splits.write_text(json.dumps({"seed": 0, "train": ids[:4], "val": ids[4:5], "test": ids[5:]}))
     return root / "prepared", splits
-
-
-def deep_update(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def write_params(path: Path, override: dict | None = None) -> Path:

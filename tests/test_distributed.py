@@ -36,8 +36,8 @@ OVERRIDE = {
     "vqvae": {"model": {"norm": "none"},
               "loss": {"dice_weight": 0.0, "ce_weight": 1.0},
               "quantizer": {"kmeans_init": False, "dead_code_threshold": 0.0},
-              "train": {"epochs": 2, "val_every": 100}},
-    "cond": {"train": {"epochs": 2, "val_every": 100}},
+              "train": {"epochs": 2, "val_every": 100, "lr": 2.0e-3}},
+    "cond": {"train": {"epochs": 2, "val_every": 100, "lr": 1.0e-3}},
 }
 
 
@@ -86,7 +86,7 @@ def worker(root: Path, data: Path, vqvae_file: Path) -> None:
 
 
 def test_torchrun_two_ranks_identical_and_equal_to_single_process(tmp_path):
-    from test_training_loop import make_prepared, write_params
+    from tests.helpers_training import make_prepared, write_params
 
     torch.set_num_threads(1)
     make_prepared(tmp_path)

@@ -85,7 +85,7 @@ def test_metrics_diff_between_commits_reports_evaluation(repo):
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("empty_penalty: 373.13", "empty_penalty: 300.0"))
     ran = stages_ran(dvc(repo, "repro"))
-    assert ran and all(s.startswith(("evaluate@", "ablate")) for s in ran), ran
+    assert ran and all(s.startswith(("evaluate@", "evaluate_vqvae@", "ablate")) for s in ran), ran
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "penalty 300")
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)

@@ -83,8 +83,11 @@ def save_region_model(folder: Path, region: str, two_stage: bool = True, fg: boo
         net = CodePredictor(num_embeddings=8, **backbone)
     else:
         net = AGUNet(**backbone)
-        if fg is not None:
-            _force(net.head.conv.conv, fg)
+        if fg is not None:  # logits = up1_trans(features) + image_skip(image): force one, silence the other
+            _force(net.up1_trans, fg)
+            with torch.no_grad():
+                net.image_skip.weight.zero_()
+                net.image_skip.bias.zero_()
     contract["kind"] = net.kind
     path = folder / f"{region}.pt"
     save_atomic(model_file(net.kind, net.eval(), contract, {}, extra), path)
