@@ -98,3 +98,42 @@ def test_code_loss_gradient_and_errors():
         CodeLoss(0.0, 0.0)
     with pytest.raises(ConfigError):
         CodeLoss(gamma=-1.0)
+
+
+def test_code_loss_with_code_weights_is_the_weighted_mean():
+    torch.manual_seed(4)
+    k = 5
+    logits = torch.randn(2, k, 3, 2, 2) * 2
+    idx = torch.randint(k, (2, 3, 2, 2))
+    weights = torch.tensor([0.2, 1.0, 3.0, 0.0, 0.5])
+    log_p = torch.log_softmax(logits.double(), 1).gather(1, idx[:, None]).squeeze(1)
+    w = weights.double()[idx]
+    focal = float(-(w * (1 - log_p.exp()) ** 2 * log_p).sum() / w.sum())
+    ce = float(-(w * log_p).sum() / w.sum())
+    loss = CodeLoss(0.4, 1.1, 2.0, code_weights=weights)(logits, idx)
+    assert loss.item() == pytest.approx(0.4 * focal + 1.1 * ce, rel=1e-5)
+    # equal weights are the plain loss; a code of weight 0 does not count at all
+    assert CodeLoss(1.0, 1.0, code_weights=torch.full((k,), 2.5))(logits, idx).item() == \
+        pytest.approx(CodeLoss(1.0, 1.0)(logits, idx).item(), rel=1e-6)
+    only3 = torch.full_like(idx, 3)
+    with pytest.raises(ValueError):
+        CodeLoss(code_weights=torch.ones(k + 1))(logits, idx)
+    with pytest.raises(ConfigError):
+        CodeLoss(code_weights=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ConfigError):
+        CodeLoss(code_weights=torch.tensor([1.0, float("nan")]))
+    assert CodeLoss(code_weights=weights)(logits, only3).item() == 0.0
+
+
+def test_code_balance_weights_follow_the_codebook_usage():
+    from agvq.training.tasks import code_balance_weights
+
+    usage = torch.tensor([90.0, 9.0, 1.0, 0.0])
+    w = code_balance_weights(usage, 0.5)
+    freq = usage / usage.sum()
+    assert float((w * freq).sum()) == pytest.approx(1.0)  # mean weight over the code distribution is 1
+    assert w[3] == 0 and w[2] > w[1] > w[0] > 0
+    assert float(w[2] / w[0]) == pytest.approx(90 ** 0.5, rel=1e-5)
+    torch.testing.assert_close(code_balance_weights(usage, 0.0), torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(ConfigError):
+        code_balance_weights(usage, -0.5)

@@ -225,3 +225,34 @@ def test_distributed_codebooks_identical_and_equal_single_process(tmp_path):
         single(z + step)
     for k, v in single.state_dict().items():
         torch.testing.assert_close(r0["plain"][k], v)
+
+
+def test_error_weighted_reseeding_avoids_background_duplicates():
+    """Mostly 'background' outputs plus a few far away: error re-seeding draws the far ones, uniform mostly not."""
+    torch.manual_seed(5)
+    background = torch.zeros(1, 4, 10, 10, 10) + 0.01 * torch.randn(1, 4, 10, 10, 10)
+    background[0, :, 0, 0, :4] = 5.0 + torch.arange(4.0)  # 4 of 1000 vectors are far from the live code
+    far = background[0, :, 0, 0, :4].t()
+    picked = {}
+    for mode in ("error", "uniform"):
+        q = EMAVectorQuantizer(4, 4, dead_code_threshold=1.0, kmeans_init=False, reseed=mode, decay=0.0)
+        q.embedding.zero_()  # code 0 (at the background) is live; codes 1..3 are dead
+        q.embed_avg.zero_()
+        q.usage.copy_(torch.tensor([100.0, 0.0, 0.0, 0.0]))
+        picks = q._reseed_picks(background.movedim(1, -1).reshape(-1, 4), q.usage < 1.0, 3)
+        new = background.movedim(1, -1).reshape(-1, 4)[picks]
+        picked[mode] = int(sum(bool((row == far).all(1).any()) for row in new))
+    assert picked["error"] == 3  # the 996 background vectors carry ~0.1% of the error mass
+    assert picked["uniform"] <= 1
+    with pytest.raises(ConfigError, match="reseed"):
+        EMAVectorQuantizer(4, 4, reseed="random")
+
+
+def test_error_reseeding_falls_back_to_uniform_when_everything_fits():
+    torch.manual_seed(6)
+    q = EMAVectorQuantizer(4, 2, dead_code_threshold=1.0, kmeans_init=False)
+    flat = torch.zeros(6, 2)  # every vector sits exactly on the live code 0: no error mass
+    q.embedding.zero_()
+    dead = torch.tensor([False, True, True, True])
+    picks = q._reseed_picks(flat, dead, 3)
+    assert picks.shape == (3,) and len(set(picks.tolist())) == 3

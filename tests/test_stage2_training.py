@@ -103,3 +103,38 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
         train_variant("agvqvae_typo", "WT", params, args)
     with pytest.raises(ConfigError, match="region"):
         train_variant("agvqvae", "ET", params, args)
+
+
+def test_variant_params_merge_region_then_variant_overrides():
+    from agvq.training.stage2 import variant_params
+
+    params = {
+        "regions": ["WT", "TC", "ET"],
+        "cond": {"loss": {"code_balance": 0.25, "gamma": 2.0}, "train": {"epochs": 3},
+                 "regions": {"ET": {"loss": {"code_balance": 0.0}}}},
+        "variants": {"a": {"two_stage": True},
+                     "b": {"two_stage": True, "overrides": {"loss": {"code_balance": 0.5}}}},
+    }
+    switches, wt = variant_params(params, "a", "WT")
+    assert switches == {"two_stage": True} and wt["loss"] == {"code_balance": 0.25, "gamma": 2.0}
+    assert "regions" not in wt
+    assert variant_params(params, "a", "ET")[1]["loss"] == {"code_balance": 0.0, "gamma": 2.0}
+    # a variant's overrides win over the region's (they name one model family explicitly)
+    assert variant_params(params, "b", "ET")[1]["loss"]["code_balance"] == 0.5
+    assert variant_params(params, "b", "ET")[0] == {"two_stage": True}
+    bad = {**params, "cond": {**params["cond"], "regions": {"NCR": {}}}}
+    with pytest.raises(ConfigError, match="NCR"):
+        variant_params(bad, "a", "WT")
+    # settings for a region this run does not train are fine (e.g. regions: [WT] with the default ET override)
+    assert variant_params({**params, "regions": ["WT"]}, "a", "WT")[1]["loss"]["code_balance"] == 0.25
+    with pytest.raises(ConfigError, match="unknown variant"):
+        variant_params(params, "c", "WT")
+
+
+def test_train_numbers_written_as_yaml_strings_are_accepted_and_bad_ones_rejected():
+    cfg = TrainConfig.from_params({"lr": "3e-3", "epochs": "4", "weight_decay": 0})
+    assert cfg.lr == 0.003 and isinstance(cfg.lr, float) and cfg.epochs == 4 and isinstance(cfg.weight_decay, float)
+    with pytest.raises(ConfigError, match="whole number"):
+        TrainConfig.from_params({"epochs": 2.5})
+    with pytest.raises(ConfigError, match="train.lr must be a number"):
+        TrainConfig.from_params({"lr": "fast"})

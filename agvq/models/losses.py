@@ -47,15 +47,22 @@ class CodeLoss(nn.Module):
     """``focal_weight * focal + ce_weight * cross-entropy`` over code logits (B, K, ...) vs indices (B, ...).
 
     Focal loss per voxel is ``-(1 - p_t)^gamma * log p_t`` (softmax over the K codes), averaged over voxels;
-    it is computed with a gather, so no (B, K, ...) one-hot target is materialised.
+    it is computed with a gather, so no (B, K, ...) one-hot target is materialised. With ``code_weights`` (one per
+    code) both terms are weighted averages, each voxel weighted by the weight of its target code.
     """
 
-    def __init__(self, focal_weight: float = 1.0, ce_weight: float = 1.0, gamma: float = 2.0):
+    def __init__(self, focal_weight: float = 1.0, ce_weight: float = 1.0, gamma: float = 2.0,
+                 code_weights: torch.Tensor | None = None):
         super().__init__()
         if focal_weight < 0 or ce_weight < 0 or focal_weight + ce_weight <= 0 or gamma < 0:
             raise ConfigError(f"code loss: weights must be >= 0 and not both 0 and gamma >= 0, got "
                               f"focal_weight={focal_weight}, ce_weight={ce_weight}, gamma={gamma}")
         self.focal_weight, self.ce_weight, self.gamma = float(focal_weight), float(ce_weight), float(gamma)
+        if code_weights is not None:
+            code_weights = torch.as_tensor(code_weights, dtype=torch.float32)
+            if code_weights.dim() != 1 or not bool(torch.isfinite(code_weights).all()) or bool((code_weights < 0).any()):
+                raise ConfigError("code loss: code_weights must be a finite, non-negative vector (one per code)")
+        self.register_buffer("code_weights", code_weights)
 
     def forward(self, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         if indices.dim() != logits.dim() - 1 or indices.shape[0] != logits.shape[0] \
@@ -63,6 +70,11 @@ class CodeLoss(nn.Module):
             raise ValueError(f"code targets {tuple(indices.shape)} do not match logits {tuple(logits.shape)}")
         log_p = torch.log_softmax(logits.float(), dim=1)
         log_pt = log_p.gather(1, indices.long().unsqueeze(1)).squeeze(1)
-        ce = -log_pt.mean()
-        focal = -((1.0 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
-        return self.focal_weight * focal + self.ce_weight * ce
+        focal_terms = (1.0 - log_pt.exp()).pow(self.gamma) * log_pt
+        if self.code_weights is None:
+            return -(self.focal_weight * focal_terms.mean() + self.ce_weight * log_pt.mean())
+        if self.code_weights.numel() != logits.shape[1]:
+            raise ValueError(f"{self.code_weights.numel()} code weights for {logits.shape[1]} codes")
+        w = self.code_weights.to(logits.device)[indices.long()]
+        norm = w.sum().clamp_min(1e-12)
+        return -(self.focal_weight * (w * focal_terms).sum() + self.ce_weight * (w * log_pt).sum()) / norm

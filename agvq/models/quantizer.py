@@ -90,6 +90,11 @@ class EMAVectorQuantizer(nn.Module):
         kmeans_iters: Lloyd iterations of the k-means initialisation.
         kmeans_init: initialise the codebook by k-means on the first training batch.
         kmeans_max_vectors: cap on the number of encoder vectors k-means runs on (random subsample).
+        reseed: how a dead code's new vector is drawn from the current encoder outputs. "error" (default) draws
+            with probability proportional to the squared distance to the nearest live code, like k-means++, so
+            new codes go where the codebook fits badly. "uniform" draws any output; since most outputs of a
+            mask encoder are empty background, it fills the codebook with near-duplicates of the background
+            code, which stage 2 then cannot tell apart.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class EMAVectorQuantizer(nn.Module):
         kmeans_iters: int = 10,
         kmeans_init: bool = True,
         kmeans_max_vectors: int = 16384,
+        reseed: str = "error",
     ):
         super().__init__()
         if num_embeddings < 1 or embedding_dim < 1:
@@ -118,6 +124,9 @@ class EMAVectorQuantizer(nn.Module):
         self.dead_code_threshold = float(dead_code_threshold)
         self.kmeans_iters, self.kmeans_init = int(kmeans_iters), bool(kmeans_init)
         self.kmeans_max_vectors = int(kmeans_max_vectors)
+        if reseed not in ("error", "uniform"):
+            raise ConfigError(f"quantizer: reseed must be 'error' or 'uniform', got {reseed!r}")
+        self.reseed = reseed
         embedding = torch.randn(num_embeddings, embedding_dim)
         self.register_buffer("embedding", embedding)
         self.register_buffer("cluster_size", torch.zeros(num_embeddings))
@@ -191,6 +200,19 @@ class EMAVectorQuantizer(nn.Module):
         smoothed = (self.cluster_size + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
         self.embedding.copy_(self.embed_avg / smoothed[:, None])
 
+    def _reseed_picks(self, flat: torch.Tensor, dead: torch.Tensor, n_dead: int) -> torch.Tensor:
+        """Rows of ``flat`` that become the new codes: distinct where possible; with ``reseed="error"`` drawn with
+        probability proportional to their squared distance to the nearest live code (k-means++ style)."""
+        n = flat.shape[0]
+        if self.reseed == "error" and bool((~dead).any()):
+            err = _sq_distances(flat, self.embedding[~dead]).min(1).values.clamp_min(0.0)
+            if float(err.sum()) > 0:
+                replacement = int((err > 0).sum()) < n_dead
+                return torch.multinomial(err / err.sum(), n_dead, replacement=replacement)
+        if n >= n_dead:
+            return torch.randperm(n, device=flat.device)[:n_dead]
+        return torch.randint(n, (n_dead,), device=flat.device)
+
     @torch.no_grad()
     def _reseed_dead(self, flat: torch.Tensor) -> None:
         dead = self.usage < self.dead_code_threshold  # identical on all ranks: usage comes from reduced counts
@@ -199,11 +221,7 @@ class EMAVectorQuantizer(nn.Module):
             return
         new = torch.empty(n_dead, self.embedding_dim, device=flat.device)
         if _is_rank0():
-            if flat.shape[0] >= n_dead:  # distinct vectors where possible
-                pick = torch.randperm(flat.shape[0], device=flat.device)[:n_dead]
-            else:
-                pick = torch.randint(flat.shape[0], (n_dead,), device=flat.device)
-            new.copy_(flat[pick])
+            new.copy_(flat[self._reseed_picks(flat, dead, n_dead)])
         if _distributed():
             dist.broadcast(new, 0)
         self.embedding[dead] = new

@@ -35,6 +35,16 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown train params {unknown}; known: {sorted(known)}")
         cfg = cls(**params)
+        for f in fields(cls):  # YAML 1.1 reads "3e-3" (no dot) as a string: accept numbers written that way
+            value, default = getattr(cfg, f.name), getattr(cls, f.name, None)
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"train.{f.name} must be a number, got {value!r}") from None
+                if isinstance(default, int) and not number.is_integer():
+                    raise ConfigError(f"train.{f.name} must be a whole number, got {value!r}")
+                setattr(cfg, f.name, number if isinstance(default, float) else int(number))
         cfg.patch_size = tuple(int(p) for p in cfg.patch_size)
         if len(cfg.patch_size) != 3 or min(cfg.patch_size) <= 0:
             raise ConfigError(f"patch_size must be three positive integers, got {cfg.patch_size}")

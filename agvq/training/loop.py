@@ -239,7 +239,8 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, rt
     model = _prepare_batch_norm(model, rt, desc)
     _preflight(model, run_dir, rt)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the fused kernel updates all parameters in one pass (CPU and CUDA): ~10% of a small model's step on CPU
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     scheduler = _scheduler(optimizer, cfg)
     scaler = rt.grad_scaler()
     history, best, best_epoch, best_state, start_epoch, elapsed = [], None, 0, None, 0, 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agvq.errors import ConfigError
 from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor
 from agvq.models.losses import CodeLoss, MaskLoss
 
@@ -43,13 +44,29 @@ class VQVAETask:
         return torch.from_numpy(case.mask[None].astype("float32"))
 
 
+def code_balance_weights(usage: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-code loss weights ``frequency ** -power`` from the stage-1 codebook's EMA usage, normalised to mean 1
+    over the code distribution. The empty-background code dominates every mask; without weights stage 2 learns to
+    fall back on it wherever the boundary is uncertain, which shrinks the decoded mask. Unused codes get weight 0
+    (they are never a target)."""
+    if power < 0:
+        raise ConfigError(f"code_balance must be >= 0, got {power}")
+    freq = usage.detach().float().clamp_min(0)
+    freq = freq / freq.sum().clamp_min(1e-12)
+    used = freq > 0
+    weights = torch.zeros_like(freq)
+    weights[used] = freq[used].pow(-float(power))
+    return weights / (weights * freq).sum().clamp_min(1e-12)
+
+
 class CodeTask:
     kind = "code_predictor"
 
     def __init__(self, model: nn.Module, vqvae: nn.Module, focal_weight: float = 1.0, ce_weight: float = 1.0,
-                 gamma: float = 2.0):
+                 gamma: float = 2.0, code_balance: float = 0.0):
         self.model, self.vqvae = model, freeze(vqvae)
-        self.loss = CodeLoss(focal_weight=focal_weight, ce_weight=ce_weight, gamma=gamma)
+        weights = code_balance_weights(vqvae.quantizer.cluster_size, code_balance) if code_balance else None
+        self.loss = CodeLoss(focal_weight=focal_weight, ce_weight=ce_weight, gamma=gamma, code_weights=weights)
 
     @torch.no_grad()
     def targets(self, mask: torch.Tensor) -> torch.Tensor:
