@@ -13,6 +13,7 @@ from agvq.models.factory import build_model
 from agvq.presets import apply_preset, main, merged_params
 from agvq.training.config import TrainConfig
 from agvq.training.stage1 import build_vqvae, region_params
+from agvq.training.stage2 import variant_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,10 +105,11 @@ def test_brats2021_preset_is_the_paper_setting(tmp_path):
     assert [s // 16 for s in cond["train"]["patch_size"]] == bb["pos_grid"]
     # every model of the pipeline builds at these sizes (weights only; no forward pass)
     assert sum(t.numel() for t in build_vqvae(vq).parameters()) > 0
-    sizes = {name: sum(t.numel() for t in build_model(p["variants"][name], cond["model"], 4, 512).parameters())
-             if p["variants"][name]["two_stage"] else
-             sum(t.numel() for t in build_model(p["variants"][name], cond["model"], 4).parameters())
-             for name in p["variants"]}
+    sizes = {}
+    for name in p["variants"]:
+        switches, variant_cond = variant_params(p, name, "WT")
+        extra = (512,) if switches["two_stage"] else ()
+        sizes[name] = sum(t.numel() for t in build_model(switches, variant_cond["model"], 4, *extra).parameters())
     assert 5e6 < sizes["agvqvae"] < 5e7 and sizes["agvqvae_no_sm"] < sizes["agvqvae"]
 
 
