@@ -7,25 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from agvq.config import Params
+from agvq.config import load_params as _load_params
 from agvq.errors import CaseError, ConfigError, TrainingError
 
 log = logging.getLogger("agvq")
 
 
-def load_params(path: str | Path = "params.yaml", section: str | None = None) -> Any:
-    """Read params.yaml (or one top-level section of it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file {path} not found")
-    with open(path) as fh:
-        params = yaml.safe_load(fh) or {}
-    if section is None:
-        return params
-    if section not in params:
-        raise ConfigError(f"params file {path} has no section {section!r}")
-    return params[section]
+def load_params(path: str | Path) -> Params:
+    """The validated params of a stage (agvq.config): built once, every problem one ConfigError line."""
+    return _load_params(path)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

@@ -18,10 +18,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from agvq.config.schema import merge_into, plain
 from agvq.errors import ConfigError
 from agvq.io.atomic import write_text
-
-_MISSING = object()
 
 
 def _yaml() -> YAML:
@@ -46,26 +45,9 @@ def _load(path: str | Path, what: str) -> Any:
     return data
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def merge(target: Any, preset: Mapping, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def merge(target: Any, preset: Mapping) -> list[tuple[str, Any, Any]]:
     """Merge ``preset`` into the mapping ``target`` in place; returns (dotted key, old or None, new) per change."""
-    changes = []
-    for key, value in preset.items():
-        path = f"{prefix}{key}"
-        old = target.get(key, _MISSING)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            changes += merge(old, value, f"{path}.")
-        elif old is _MISSING or _plain(old) != _plain(value):
-            target[key] = value
-            changes.append((path, None if old is _MISSING else _plain(old), _plain(value)))
-    return changes
+    return merge_into(target, preset)
 
 
 def _dump(data: Any) -> str:
@@ -103,7 +85,7 @@ def merged_params(params_path: str | Path, preset_path: str | Path | None) -> di
     params = _load(params_path, "params file")
     if preset_path is not None:
         merge(params, _load(preset_path, "preset"))
-    return _plain(params)
+    return plain(params)
 
 
 def main(argv: list[str] | None = None) -> None:

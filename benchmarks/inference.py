@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
+from agvq.config import load_params, to_dict  # noqa: E402
 from agvq.data.synthetic import write_dataset  # noqa: E402
 from agvq.io.discovery import discover_cases  # noqa: E402
 from agvq.io.nifti import read_volume, write_volume  # noqa: E402
@@ -65,34 +65,35 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_main_variant(params: dict, in_channels: int, seed: int = 0):
-    """(CodePredictor, MaskVQVAE) of the main variant, untrained."""
+def build_main_variant(params, region: str, in_channels: int, seed: int = 0):
+    """(CodePredictor, MaskVQVAE) of the main variant, untrained, as the training stages build them."""
     from agvq.models.factory import build_model
-    from agvq.models.vqvae import MaskVQVAE
+    from agvq.training.stage1 import build_vqvae
 
     torch.manual_seed(seed)
-    vq = MaskVQVAE(**params["vqvae"]["model"], quantizer=dict(params["vqvae"]["quantizer"]))
-    net = build_model(params["variants"][VARIANT], params["cond"]["model"], in_channels,
-                      params["vqvae"]["model"]["num_embeddings"])
+    vq_cfg = params.vqvae_for(region)
+    vq = build_vqvae(vq_cfg)
+    net = build_model(params.variant(VARIANT), params.cond_for(VARIANT, region).model, in_channels,
+                      vq_cfg.model.num_embeddings)
     return net.eval(), vq.eval()
 
 
-def save_main_variant(params: dict, folder: Path, modalities: list[str]) -> int:
+def save_main_variant(params, folder: Path, modalities: list[str]) -> int:
     """Write ``<folder>/<region>.pt`` as the training stages do; returns the parameters used at inference for all
     regions (code predictor, stage-1 decoder and codebook; the stage-1 encoder is not run)."""
-    from agvq.training.checkpoint import model_file, save_atomic
+    from agvq.io.model_file import model_file, save_atomic
 
     used = 0
     for i, region in enumerate(REGIONS):
-        net, vq = build_main_variant(params, len(modalities), seed=i)
-        patch = list(params["cond"]["train"]["patch_size"])
+        net, vq = build_main_variant(params, region, len(modalities), seed=i)
+        vq_cfg, cond = params.vqvae_for(region), params.cond_for(VARIANT, region)
+        patch = list(cond.train.patch_size)
         vq_contract = {"kind": "vqvae", "region": region, "in_channels": 1, "modalities": modalities,
-                       "patch_size": list(params["vqvae"]["train"]["patch_size"]), "stride": vq.stride,
-                       "num_embeddings": params["vqvae"]["model"]["num_embeddings"],
-                       "latent_dim": params["vqvae"]["model"]["latent_dim"]}
+                       "patch_size": list(vq_cfg.train.patch_size), "stride": vq.stride,
+                       "num_embeddings": vq_cfg.model.num_embeddings, "latent_dim": vq_cfg.model.latent_dim}
         contract = {"kind": net.kind, "region": region, "in_channels": len(modalities), "modalities": modalities,
                     "patch_size": patch, "variant": VARIANT, "two_stage": True,
-                    "switches": params["variants"][VARIANT], "stride": net.stride}
+                    "switches": params.variant(VARIANT).switch_values(), "stride": net.stride}
         save_atomic(model_file(net.kind, net, contract, {}, {"vqvae": model_file("vqvae", vq, vq_contract)}),
                     folder / f"{region}.pt")
         used += n_params(net) + n_params(vq.decoder) + vq.quantizer.embedding.numel()
@@ -141,7 +142,8 @@ def run_ours(case, models, modalities, cfg, out: Path, device) -> dict[str, floa
     predict_module.predict_masks = _timed(originals[1], "sliding windows (3 regions)", clock, device)
     try:
         t0 = time.perf_counter()
-        labels, props = predict_module.predict_case(case, models, modalities, cfg, device)
+        infer_cfg, crop = cfg
+        labels, props = predict_module.predict_case(case, models, modalities, infer_cfg, crop, device, "fp32")
         write_volume(out / f"{case.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
         total = time.perf_counter() - t0
     finally:
@@ -182,12 +184,13 @@ def job(kind: str, opts: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     modalities = opts["modalities"]
     if kind == "ours":
-        from agvq.inference.predict import InferConfig, load_region_models
+        from agvq.config import InferConfig
+        from agvq.inference.predict import CropSettings, load_region_models
 
         t0 = time.perf_counter()
         models = load_region_models(opts["models"], REGIONS, device)
         load_s = time.perf_counter() - t0
-        cfg = InferConfig(**opts["infer"], margin=opts["margin"], stride=opts["stride"])
+        cfg = (InferConfig(**opts["infer"]), CropSettings(opts["margin"], opts["stride"]))
         patch = next(iter(models.values())).patch_size
         warm = torch.zeros(1, len(modalities), *patch, device=device)
         with torch.inference_mode():
@@ -245,16 +248,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    params = yaml.safe_load(Path(args.params).read_text())
-    infer = dict(params["infer"])
+    params = load_params(args.params)
+    infer = to_dict(params.infer)
     if args.sw_batch_size:
         infer["sw_batch_size"] = args.sw_batch_size
-    modalities = list(params["preprocess"]["modalities"])
-    patch = list(params["cond"]["train"]["patch_size"])
+    modalities = list(params.preprocess.modalities)
+    patch = list(params.cond_for(VARIANT, "WT").train.patch_size)
     with tempfile.TemporaryDirectory(prefix="agvq_bench_infer_") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        write_dataset(tmp / "raw", 1, tuple(args.shape), seed=args.seed, progress=False)
+        s = params.synthesize
+        write_dataset(tmp / "raw", 1, tuple(args.shape), args.seed, s.naming, s.no_et_fraction, 1, progress=False)
         print(f"1 synthetic case of {tuple(args.shape)} x {len(modalities)} modalities written in "
               f"{time.perf_counter() - t0:.1f} s; device {args.device}, {args.threads} torch thread(s), "
               f"best of {args.repeat}")
@@ -270,8 +274,8 @@ def main() -> None:
               f"one network with 3 sigmoid outputs")
 
         opts = {"raw": str(tmp / "raw"), "out": str(tmp / "pred"), "models": str(tmp / "models"),
-                "modalities": modalities, "infer": infer, "margin": params["preprocess"]["margin"],
-                "stride": params["preprocess"]["stride"], "threads": args.threads, "device": args.device,
+                "modalities": modalities, "infer": infer, "margin": params.preprocess.margin,
+                "stride": params.preprocess.stride, "threads": args.threads, "device": args.device,
                 "repeat": args.repeat, "init_filters": f}
         results = {"ours": in_fresh_process("ours", opts)}
         for roi in [patch] + [[r] * 3 for r in args.rois]:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agvq.data.prepared import write_prepared  # noqa: E402
+from agvq.config import PreprocessConfig  # noqa: E402
+from agvq.io.prepared import write_prepared  # noqa: E402
 from agvq.data.preprocess import prepare_from_header, preprocess_dataset  # noqa: E402
 from agvq.data.synthetic import write_dataset  # noqa: E402
 from agvq.io.discovery import discover_cases  # noqa: E402
@@ -63,8 +64,9 @@ def timed_map(fn, items, workers: int) -> float:
 
 def timed_stage(raw: Path, out: Path, workers: int, args) -> float:
     t0 = time.perf_counter()
-    preprocess_dataset(raw, out, MODS, args.margin, args.stride, workers=workers, compress_level=args.compress_level,
-                       progress=False)
+    cfg = PreprocessConfig(modalities=tuple(MODS), margin=args.margin, stride=args.stride, workers=workers,
+                           compress_level=args.compress_level)
+    preprocess_dataset(raw, out, cfg, progress=False)
     return time.perf_counter() - t0
 
 
@@ -138,7 +140,7 @@ def main() -> None:
         tmp = Path(tmp)
         raw = tmp / "raw"
         t0 = time.perf_counter()
-        write_dataset(raw, args.cases, tuple(args.shape), seed=args.seed, workers=max(args.workers, 1),
+        write_dataset(raw, args.cases, tuple(args.shape), args.seed, "brats2021", 0.15, max(args.workers, 1),
                       progress=False)
         cases = discover_cases(raw)
         file_lists = [[str(p) for p in list(c.images.values()) + [c.seg]] for c in cases]

@@ -34,8 +34,10 @@ from agvq.io.atomic import write_json  # noqa: E402
 from agvq.models.factory import build_model  # noqa: E402
 from agvq.presets import merged_params  # noqa: E402
 from agvq.training.loop import train_step  # noqa: E402
-from agvq.training.runtime import Runtime, resolve_device, seed_everything  # noqa: E402
-from agvq.training.stage1 import build_vqvae, region_params  # noqa: E402
+from agvq.config import parse_params  # noqa: E402
+from agvq.device import resolve_device  # noqa: E402
+from agvq.training.runtime import Runtime, seed_everything  # noqa: E402
+from agvq.training.stage1 import build_vqvae  # noqa: E402
 from agvq.training.tasks import CodeTask, SegmentationTask, VQVAETask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,22 +87,28 @@ def mask_batch(batch: int, patch, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def make_task(kind: str, params: dict, in_channels: int = 4):
-    """Task (model + loss) of one model kind as the stages build it from ``params``."""
-    vq = region_params(params["vqvae"], "WT")
+VARIANT_OF = {"code_predictor": "agvqvae", "agunet": "agunet", "unet": "unet"}
+
+
+def make_task(kind: str, params, in_channels: int = 4):
+    """Task (model + loss) of one model kind as the stages build it from ``params`` (region WT)."""
+    vq = params.vqvae_for("WT")
     seed_everything(0)
     if kind == "vqvae":
-        return VQVAETask(build_vqvae(vq), **vq.get("loss", {}))
-    cond = params["cond"]
+        return VQVAETask(build_vqvae(vq), vq.loss)
+    if kind not in VARIANT_OF:
+        raise ValueError(kind)
+    name = VARIANT_OF[kind]
+    spec, cond = params.variant(name), params.cond_for(name, "WT")
     if kind == "code_predictor":
         frozen = build_vqvae(vq)
-        model = build_model(params["variants"]["agvqvae"], cond["model"], in_channels, vq["model"]["num_embeddings"])
-        return CodeTask(model, frozen)
-    if kind == "agunet":
-        return SegmentationTask(build_model(params["variants"]["agunet"], cond["model"], in_channels))
-    if kind == "unet":
-        return SegmentationTask(build_model(params["variants"]["unet"], cond["model"], in_channels))
-    raise ValueError(kind)
+        return CodeTask(build_model(spec, cond.model, in_channels, vq.model.num_embeddings), frozen, cond.loss)
+    return SegmentationTask(build_model(spec, cond.model, in_channels), cond.loss)
+
+
+def train_settings(kind: str, params):
+    return params.vqvae_for("WT").train if kind == "vqvae" else params.cond_for(VARIANT_OF.get(kind, "agvqvae"),
+                                                                                "WT").train
 
 
 def _segresnet(filters: int, in_channels: int) -> SegResNet:
@@ -155,18 +163,18 @@ def measure(make, rt: Runtime, batch: int, patch, steps: int, warmup: int) -> di
             "step_s": round(step, 4), "patches_per_s": round(batch / step, 3), "peak_mb": round(mem.peak / 2**20, 1)}
 
 
-def shape_of(kind: str, size: str, params: dict, args, device: torch.device) -> tuple[int, tuple]:
+def shape_of(kind: str, size: str, params, args, device: torch.device) -> tuple[int, tuple]:
     """(batch, patch) of one measurement: params' training shape; at paper size optionally overridden, and
     batch 1 on CPU."""
-    train = params["vqvae" if kind == "vqvae" else "cond"]["train"]
-    batch, patch = int(train["batch_size"]), tuple(int(p) for p in train["patch_size"])
+    train = train_settings(kind, params)
+    batch, patch = train.batch_size, tuple(train.patch_size)
     if size == "paper":
         patch = (args.paper_patch,) * 3 if args.paper_patch else patch
         batch = args.paper_batch or (batch if device.type == "cuda" else 1)
     return batch, patch
 
 
-def run_one(args, rt: Runtime, params: dict) -> dict:
+def run_one(args, rt: Runtime, params) -> dict:
     """One measurement in this (fresh) process."""
     batch, patch = shape_of(args.one, args.size, params, args, rt.device)
     if args.one == "segresnet":
@@ -184,18 +192,18 @@ def run_isolated(kind: str, size: str, argv: list[str], match_params: int = 0) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def estimate_hours(params: dict, rates: dict[str, float]) -> tuple[float, list[str]]:
+def estimate_hours(params, rates: dict[str, float]) -> tuple[float, list[str]]:
     """Training time of every model of the pipeline at ``params`` from measured patches/s per kind."""
-    regions = len(params["regions"])
-    kinds = ["vqvae"] + ["code_predictor"] * len(params["two_stage_variants"]) + [
-        "unet" if params["variants"][v].get("arch") == "unet" else "agunet" for v in params["single_stage_variants"]]
+    regions = len(params.regions)
+    kinds = ["vqvae"] + ["code_predictor"] * len(params.two_stage_variants) + [
+        "unet" if params.variant(v).arch == "unet" else "agunet" for v in params.single_stage_variants]
     lines, total = [], 0.0
     for kind in dict.fromkeys(kinds):
-        train = params["vqvae" if kind == "vqvae" else "cond"]["train"]
+        train = train_settings(kind, params)
         n = kinds.count(kind) * regions
-        hours = train["epochs"] * train["patches_per_epoch"] / rates[kind] / 3600
+        hours = train.epochs * train.patches_per_epoch / rates[kind] / 3600
         total += n * hours
-        lines.append(f"  {n:2d} x {kind:15s} {train['epochs']} epochs x {train['patches_per_epoch']} patches / "
+        lines.append(f"  {n:2d} x {kind:15s} {train.epochs} epochs x {train.patches_per_epoch} patches / "
                      f"{rates[kind]:.3g} patches/s = {hours:.2f} h each")
     return total, lines
 
@@ -221,8 +229,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    rt = Runtime(device, args.precision or ("bf16" if device.type == "cuda" else "fp32"))
-    sizes = {"default": merged_params(args.params, None), "paper": merged_params(args.params, args.preset)}
+    rt = Runtime(device, args.precision or ("bf16" if device.type == "cuda" else "fp32"), False, 0, 1, 0)
+    sizes = {"default": parse_params(merged_params(args.params, None)),
+             "paper": parse_params(merged_params(args.params, args.preset))}
     if args.one:
         print(json.dumps(run_one(args, rt, sizes[args.size])))
         return
@@ -248,8 +257,7 @@ def main() -> None:
         print(f"paper-scale pipeline on {name}: training time = sum over models of "
               "epochs x patches_per_epoch / (patches/s)")
         print("\n".join(lines))
-        same = all(rows[k]["patch"] == list(preset["vqvae" if k == "vqvae" else "cond"]["train"]["patch_size"])
-                   for k in KINDS)
+        same = all(rows[k]["patch"] == list(train_settings(k, preset).patch_size) for k in KINDS)
         print(f"  total {total:.1f} device-hours for one process (torchrun on N GPUs: about total / N, ideal "
               "scaling); excludes validation, preprocessing, inference, data-loading stalls"
               + ("" if same else "; NOTE: measured at a smaller patch than the preset's, so this underestimates"))

@@ -7,9 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
 from agvq.data.dataset import CaseStore  # noqa: E402
 from agvq.io.atomic import write_json  # noqa: E402
+from agvq.io.splits import split_ids  # noqa: E402
 from agvq.metrics.reconstruction import reconstruction_report  # noqa: E402
 from agvq.models.loading import load_vqvae  # noqa: E402
-from agvq.training.run import load_splits  # noqa: E402
 
 
 def main() -> None:
@@ -23,9 +23,9 @@ def main() -> None:
     params = load_params(args.params)
     vqvae, bundle = load_vqvae(args.model)
     region = bundle["contract"]["region"]
-    store = CaseStore(args.prepared, load_splits(args.splits)[args.split], region)
-    report = reconstruction_report(vqvae, store, bundle["contract"]["patch_size"],
-                                   empty_penalty=float(params["evaluate"]["empty_penalty"]))
+    store = CaseStore(args.prepared, split_ids(args.splits, args.split), region, cache=False)
+    report = reconstruction_report(vqvae, store, bundle["contract"]["patch_size"], params.infer,
+                                   params.evaluate.empty_penalty)
     write_json(args.out, {"region": region, "split": args.split, **report})
     print(f"{region}: reconstruction Dice {report['dice']:.4f}, codes used {report['used_fraction']:.1%}")
 

@@ -2,19 +2,15 @@
 
 Writes ``<out>/<case>.nii.gz`` on each case's original grid with its affine, in the case's own label convention.
 """
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
-from agvq.errors import ConfigError  # noqa: E402
-from agvq.inference.predict import InferConfig, run_inference  # noqa: E402
-from agvq.regions import REGIONS  # noqa: E402
-from agvq.training.runtime import resolve_device  # noqa: E402
+from agvq.device import check_precision, resolve_device, set_threads  # noqa: E402
+from agvq.inference.predict import CropSettings, run_inference  # noqa: E402
+from agvq.io.splits import split_ids  # noqa: E402
 
 
 def main() -> None:
@@ -26,19 +22,13 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     args = parser.parse_args()
     params = load_params(args.params)
-    case_ids = None
-    if args.splits:
-        try:
-            case_ids = json.loads(Path(args.splits).read_text())[args.split]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"cannot read the {args.split} ids of {args.splits} ({exc})") from None
-    cfg = InferConfig.from_params(params.get("infer"), params.get("preprocess") or {})
-    runtime = params.get("runtime") or {}
-    if int(runtime.get("threads", 0) or 0) > 0:
-        torch.set_num_threads(int(runtime["threads"]))
-    device = resolve_device(str(runtime.get("device", "auto")))
-    regions = params.get("regions", list(REGIONS))
-    written = run_inference(args.models, args.raw, args.out, case_ids, regions, cfg, device)
+    case_ids = split_ids(args.splits, args.split) if args.splits else None
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    precision = check_precision(params.runtime.precision, device)
+    crop = CropSettings(params.preprocess.margin, params.preprocess.stride)
+    written = run_inference(args.models, args.raw, args.out, case_ids, params.regions, params.infer, crop, device,
+                            precision)
     print(f"wrote {len(written)} predictions to {args.out}")
 
 

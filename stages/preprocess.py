@@ -7,14 +7,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
 from agvq.data.preprocess import preprocess_dataset  # noqa: E402
 from agvq.data.splits import make_splits  # noqa: E402
-from agvq.errors import ConfigError  # noqa: E402
 from agvq.io.atomic import write_json  # noqa: E402
-
-
-def _get(section: dict, key: str, where: str = "preprocess"):
-    if not isinstance(section, dict) or key not in section:
-        raise ConfigError(f"params {where} has no {key!r}")
-    return section[key]
+from agvq.io.splits import write_splits  # noqa: E402
 
 
 def main() -> None:
@@ -24,18 +18,14 @@ def main() -> None:
     parser.add_argument("--splits", required=True, help="splits JSON to write")
     parser.add_argument("--report", required=True, help="preprocess report JSON to write")
     args = parser.parse_args()
-    p = load_params(args.params, "preprocess")
-    split = [_get(_get(p, "split"), k, "preprocess.split") for k in ("val_fraction", "test_fraction", "seed")]
+    cfg = load_params(args.params).preprocess
     splits: dict = {}
 
     def commit_splits(case_ids: list[str]) -> None:  # runs before the prepared folder is committed
-        splits.update(make_splits(case_ids, *split))
+        splits.update(make_splits(case_ids, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed))
 
-    report = preprocess_dataset(
-        args.raw, args.out, _get(p, "modalities"), _get(p, "margin"), _get(p, "stride"),
-        on_error=_get(p, "on_error"), workers=_get(p, "workers"), require_labels=p.get("require_labels", True),
-        compress_level=p.get("compress_level", 1), before_commit=commit_splits)
-    write_json(args.splits, splits)
+    report = preprocess_dataset(args.raw, args.out, cfg, before_commit=commit_splits)
+    write_splits(args.splits, splits)
     write_json(args.report, report)
     counts = report["counts"]
     print(f"preprocess: {counts['prepared']} prepared, {counts['skipped']} skipped of {counts['found']} found "

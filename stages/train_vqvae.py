@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agvq.cli import add_training_args, base_parser, load_params, run_stage  # noqa: E402
-from agvq.regions import check_region  # noqa: E402
+from agvq.training.run import TrainingPaths  # noqa: E402
 from agvq.training.stage1 import train_vqvae  # noqa: E402
 
 
@@ -15,7 +15,7 @@ def main() -> None:
     add_training_args(parser)
     args = parser.parse_args()
     params = load_params(args.params)
-    train_vqvae(check_region(args.region), params["vqvae"], params["runtime"], args)
+    train_vqvae(params.check_region(args.region), params, TrainingPaths.from_args(args))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from agvq.config.schema import deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["agvq", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config"]
 
@@ -23,15 +25,6 @@ TINY = {
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
     "evaluate": {"workers": 1, "figure_cases": 1},
 }
-
-
-def deep_update(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def env() -> dict:
@@ -69,8 +62,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
-    deep_update(values, TINY)
-    deep_update(values, params or {})
+    values = deep_merge(deep_merge(values, TINY), params or {})
     (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     git(dest, "init", "-q")
     git(dest, "add", "-A")

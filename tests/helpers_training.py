@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from agvq.data.prepared import write_prepared
-from tests.dvc_project import deep_update
+from agvq.io.prepared import write_prepared
+from agvq.config import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,14 +41,15 @@ def make_prepared(root: Path, n: int = 6, size: int = 32, seed: int = 0) -> tupl
                  "modalities": ["flair", "t1", "t1ce", "t2"], "original_shape": [size] * 3,
                  "affine": np.eye(4).tolist(), "spacing": [1.0, 1.0, 1.0], "crop_start": [0, 0, 0],
                  "crop_stop": [size] * 3, "has_labels": True, "files": {}}
-        write_prepared(root / "prepared", {"image": image, "brain": np.ones((size,) * 3, bool), "masks": masks}, props)
+        write_prepared(root / "prepared", {"image": image, "brain": np.ones((size,) * 3, bool), "masks": masks}, props,
+                       compress_level=1)
     splits = root / "splits.json"
     splits.write_text(json.dumps({"seed": 0, "train": ids[:4], "val": ids[4:5], "test": ids[5:]}))
     return root / "prepared", splits
 
 
 def write_params(path: Path, override: dict | None = None) -> Path:
-    params = deep_update(deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), override or {})
+    params = deep_merge(deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), override or {})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

@@ -12,13 +12,14 @@ import pytest
 import yaml
 from scipy import stats
 
+from agvq.config import VariantSpec, parse
 from agvq.metrics.ablation import (ablation_report, ablation_table, bar_plot, bootstrap_ci, comparison_markdown,
-                                   compare_to_main, display_name, markdown_table, paired_bootstrap)
+                                   compare_to_main, markdown_table, paired_bootstrap)
 from agvq.metrics.tables import COLUMNS, summarize, write_case_table, write_summary
 
 REGIONS = ["WT", "TC", "ET"]
 T, SE = "transformer", {"squeeze_excitation": True}
-VARIANTS = {
+RAW_VARIANTS = {
     "agvqvae": {"two_stage": True, "arch": T, "attention_scaling": True, "soft_masking": True, **SE},
     "agvqvae_no_as": {"two_stage": True, "arch": T, "attention_scaling": False, "soft_masking": True, **SE},
     "agvqvae_no_sm": {"two_stage": True, "arch": T, "attention_scaling": True, "soft_masking": False, **SE},
@@ -27,6 +28,7 @@ VARIANTS = {
     "agunet_no_sm": {"two_stage": False, "arch": T, "attention_scaling": True, "soft_masking": False, **SE},
     "unet": {"two_stage": False, "arch": "unet"},
 }
+VARIANTS = {name: parse(VariantSpec, spec, f"variants.{name}") for name, spec in RAW_VARIANTS.items()}
 # per variant: Dice offset and HD95 (mm) offset; agvqvae is best except unet's ET HD95 (set in _cases)
 QUALITY = {"agvqvae": (0.90, 4.0), "agvqvae_no_as": (0.86, 6.0), "agvqvae_no_sm": (0.87, 5.5), "agunet": (0.85, 7.0),
            "agunet_no_as": (0.82, 8.0), "agunet_no_sm": (0.83, 7.5), "unet": (0.80, 9.0)}
@@ -84,7 +86,7 @@ def test_table_values_order_and_names():
                 expected = cases.loc[cases.region == region, metric].mean()
                 assert rows[f"{metric}_{region}"] == pytest.approx(expected)
         assert rows["dice_mean"] == pytest.approx(summaries[variant]["mean"]["dice"])
-    assert display_name(VARIANTS["agunet_no_sm"]) == "AG-UNet w/o SM"
+    assert VARIANTS["agunet_no_sm"].display_name == "AG-UNet w/o SM"
     with pytest.raises(ValueError, match="no evaluation summary for variant unet"):
         ablation_table({k: v for k, v in summaries.items() if k != "unet"}, VARIANTS, REGIONS)
 
@@ -110,50 +112,50 @@ def test_markdown_header_and_best_marking():
 
 def test_bootstrap_known_shift_deterministic():
     a, b = _pair(0.10)
-    res = paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3)
+    res = paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3, confidence=0.95)
     assert res["ci_low"] < 0.10 < res["ci_high"] and res["ci_low"] > 0 and res["p_value"] == 0.0
     assert res["n_cases"] == 40 and res["mean_diff"] == pytest.approx((a.dice - b.dice).mean())
-    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3) == res
-    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=4)["ci_low"] != res["ci_low"]
+    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=3, confidence=0.95) == res
+    assert paired_bootstrap(a, b, "dice", "WT", n_boot=2000, seed=4, confidence=0.95)["ci_low"] != res["ci_low"]
     a0, b0 = _pair(0.0)
-    null = paired_bootstrap(a0, b0, "dice", "WT", n_boot=2000, seed=3)
+    null = paired_bootstrap(a0, b0, "dice", "WT", n_boot=2000, seed=3, confidence=0.95)
     assert null["ci_low"] < 0 < null["ci_high"] and null["p_value"] > 0.05
     # order of rows does not matter: pairs are matched by case id
     shuffled = b.sample(frac=1.0, random_state=0)
-    assert paired_bootstrap(a, shuffled, "dice", "WT", n_boot=2000, seed=3) == res
+    assert paired_bootstrap(a, shuffled, "dice", "WT", n_boot=2000, seed=3, confidence=0.95) == res
 
 
 def test_bootstrap_matches_scipy():
     a, b = _pair(0.02, n=30, noise=0.08)
-    ours = paired_bootstrap(a, b, "dice", "WT", n_boot=20000, seed=0)
+    ours = paired_bootstrap(a, b, "dice", "WT", n_boot=20000, seed=0, confidence=0.95)
     diff = (a.dice - b.dice).to_numpy()
     ref = stats.bootstrap((diff,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
                           rng=np.random.default_rng(1)).confidence_interval
     width = ref.high - ref.low
     assert abs(ours["ci_low"] - ref.low) < 0.05 * width and abs(ours["ci_high"] - ref.high) < 0.05 * width
-    single = bootstrap_ci(diff, 20000, 0)
+    single = bootstrap_ci(diff, 20000, 0, 0.95)
     assert single["mean"] == pytest.approx(diff.mean()) and abs(single["ci_low"] - ref.low) < 0.05 * width
 
 
 def test_paired_errors_and_nonfinite():
     a, b = _pair(0.05)
     with pytest.raises(ValueError, match="case sets differ.*1 only in A"):
-        paired_bootstrap(a, b.iloc[1:], "dice", "WT", 100, 0)
+        paired_bootstrap(a, b.iloc[1:], "dice", "WT", 100, 0, 0.95)
     with pytest.raises(ValueError, match="twice"):
-        paired_bootstrap(pd.concat([a, a.iloc[:1]]), b, "dice", "WT", 100, 0)
+        paired_bootstrap(pd.concat([a, a.iloc[:1]]), b, "dice", "WT", 100, 0, 0.95)
     with pytest.raises(ValueError, match="no rows for region TC"):
-        paired_bootstrap(a, b, "dice", "TC", 100, 0)
+        paired_bootstrap(a, b, "dice", "TC", 100, 0, 0.95)
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap(a, b, "dice", "WT", 100, 0, confidence=1.0)
     a.loc[0, "dice"] = np.nan
-    res = paired_bootstrap(a, b, "dice", "WT", 100, 0)
+    res = paired_bootstrap(a, b, "dice", "WT", 100, 0, 0.95)
     assert (res["n_cases"], res["n_dropped"]) == (39, 1)
 
 
 def test_comparison_markdown_marks_ci():
     cases = {v: _cases(v) for v in VARIANTS}
     table = ablation_table(_summaries(), VARIANTS, REGIONS)
-    comps = compare_to_main(cases, list(table["variant"]), "agvqvae", REGIONS, 500, 0)
+    comps = compare_to_main(cases, list(table["variant"]), "agvqvae", REGIONS, 500, 0, 0.95)
     assert len(comps) == 6 * 2 * 3
     lines = comparison_markdown(comps, table, "agvqvae", REGIONS, 0.95).strip().splitlines()
     assert lines[0] == "| Comparison | Metric | WT Δ [95% CI] | TC Δ [95% CI] | ET Δ [95% CI] |"
@@ -167,7 +169,7 @@ def test_comparison_markdown_marks_ci():
 
 def test_report_json_and_png(tmp_path):
     _write_evals(tmp_path)
-    report = ablation_report(tmp_path, VARIANTS, REGIONS, "agvqvae", 300, 0)
+    report = ablation_report(tmp_path, VARIANTS, REGIONS, "agvqvae", 300, 0, 0.95)
     text = json.dumps(report.summary, allow_nan=False)
     loaded = json.loads(text)
     assert set(loaded["variants"]) == set(VARIANTS) and len(loaded["comparisons"]) == 6
@@ -176,7 +178,7 @@ def test_report_json_and_png(tmp_path):
     assert loaded["variants"]["agvqvae"]["dice"]["mean"] == pytest.approx(np.mean(
         [loaded["variants"]["agvqvae"]["dice"][r] for r in REGIONS]))
     png = tmp_path / "plot" / "ablation.png"
-    bar_plot(report.intervals, report.table, png)
+    bar_plot(report.intervals, report.table, png, 0.95)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in png.parent.iterdir() if p.name != "ablation.png"]  # no temp files left
     iv = report.intervals
@@ -184,7 +186,7 @@ def test_report_json_and_png(tmp_path):
 
 
 def _stage(tmp_path, eval_dir):
-    params = {"regions": REGIONS, "variants": VARIANTS,
+    params = {"regions": REGIONS, "variants": RAW_VARIANTS,
               "ablate": {"main_variant": "agvqvae", "bootstrap": 200, "seed": 0, "confidence": 0.95}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "stages" / "ablate.py"),

@@ -5,8 +5,20 @@ import pytest
 import torch
 from torch import nn
 
-from agvq.models.attention import (AttentionScaling, SelfAttention, SoftMasking, SqueezeExcitation,
-                                   TransformerBlock)
+from agvq.models.attention import AttentionScaling, SoftMasking, SqueezeExcitation
+from agvq.models.attention import SelfAttention as _SelfAttention
+from agvq.models.attention import TransformerBlock as _TransformerBlock
+
+
+def SelfAttention(dim, heads, dropout=0.0):  # noqa: N802  (test defaults)
+    return _SelfAttention(dim, heads, dropout)
+
+
+def TransformerBlock(dim, heads, mlp_ratio=4, dropout=0.0, attention_scaling=True, squeeze_excitation=True,  # noqa: N802
+                     soft_masking=False, se_reduction=4):
+    return _TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, attention_scaling=attention_scaling,
+                             squeeze_excitation=squeeze_excitation, soft_masking=soft_masking,
+                             se_reduction=se_reduction)
 
 
 def sigmoid(v: float) -> float:

@@ -7,16 +7,20 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
 
+from agvq.config import CondModelConfig, VariantSpec, parse
 from agvq.errors import ConfigError
 from agvq.models.attention import SoftMasking
-from agvq.models.baseline import UNetBaseline, build_unet
+from agvq.models.baseline import UNetBaseline
 from agvq.models.conditional import AGUNet, AttentionBackbone, CodePredictor, PositionEmbedding3D
 from agvq.models.factory import build_model, rebuild
+from tests.helpers_config import backbone
 
-TINY = dict(channels=(4, 8, 8), dim=16, depth=2, heads=2, soft_mask_blocks=(1,), pos_grid=(2, 2, 2))
-MODEL_CFG = {"backbone": {**TINY, "soft_mask_blocks": [1]},
-             "unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
-VARIANTS = {
+TINY = {k: v for k, v in backbone(channels=(4, 8, 8), dim=16, depth=2, heads=2, soft_mask_blocks=(1,),
+                                  pos_grid=(2, 2, 2)).items() if k != "in_channels"}
+MODEL_CFG = parse(CondModelConfig, {"backbone": {**{k: TINY[k] for k in ("channels", "dim", "depth", "heads",
+                                                                         "pos_grid")}, "soft_mask_blocks": [1]},
+                                    "unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}, "model")
+RAW_VARIANTS = {
     "agvqvae": {"two_stage": True, "arch": "transformer", "attention_scaling": True, "soft_masking": True,
                 "squeeze_excitation": True},
     "agvqvae_no_as": {"two_stage": True, "arch": "transformer", "attention_scaling": False, "soft_masking": True,
@@ -31,6 +35,7 @@ VARIANTS = {
                      "squeeze_excitation": True},
     "unet": {"two_stage": False, "arch": "unet"},
 }
+VARIANTS = {name: parse(VariantSpec, spec, f"variants.{name}") for name, spec in RAW_VARIANTS.items()}
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +85,7 @@ def test_code_predictor_and_agunet_shapes(shape):
 
 
 def test_gradients_reach_every_parameter():
-    net = AGUNet(in_channels=2, **TINY)
+    net = AGUNet(out_channels=2, in_channels=2, **TINY)
     net(torch.randn(2, 2, 32, 32, 32)).square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -95,16 +100,17 @@ def test_spatial_size_not_multiple_of_16_is_a_clear_error(shape):
 
 def test_bad_soft_mask_block_index():
     with pytest.raises(ValueError, match="soft_mask_blocks"):
-        AttentionBackbone(in_channels=1, depth=2, soft_mask_blocks=(2,))
+        AttentionBackbone(**{**TINY, "in_channels": 1, "depth": 2, "soft_mask_blocks": (2,)})
 
 
 def test_soft_mask_blocks_are_placed_where_configured():
-    net = AttentionBackbone(in_channels=1, channels=(4, 8, 8), dim=16, depth=4, heads=2, soft_mask_blocks=(1, 3))
+    net = AttentionBackbone(**{**TINY, "in_channels": 1, "depth": 4, "soft_mask_blocks": (1, 3)})
     assert [isinstance(b.soft_masking, SoftMasking) for b in net.blocks] == [False, True, False, True]
 
 
 def test_paper_size_builds_and_runs():
-    net = CodePredictor(num_embeddings=512, in_channels=4, depth=8, dim=256, heads=8, soft_mask_blocks=[5, 6])
+    net = CodePredictor(num_embeddings=512, **{**TINY, "in_channels": 4, "channels": (16, 32, 64), "depth": 8,
+                                               "dim": 256, "heads": 8, "soft_mask_blocks": [5, 6]})
     assert len(net.backbone.blocks) == 8
     assert [i for i, b in enumerate(net.backbone.blocks) if isinstance(b.soft_masking, SoftMasking)] == [5, 6]
     assert net.backbone.blocks[0].attn.heads == 8
@@ -114,8 +120,8 @@ def test_paper_size_builds_and_runs():
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_factory_every_variant(name):
-    variant = VARIANTS[name]
-    net = build_model(variant, MODEL_CFG, in_channels=2, num_embeddings=6)
+    variant = RAW_VARIANTS[name]
+    net = build_model(VARIANTS[name], MODEL_CFG, in_channels=2, num_embeddings=6)
     x = torch.randn(1, 2, 32, 32, 32)
     expected_kind = "code_predictor" if variant["two_stage"] else ("unet" if variant["arch"] == "unet" else "agunet")
     assert net.kind == expected_kind
@@ -142,25 +148,29 @@ def test_factory_every_variant(name):
     ({"two_stage": True, "arch": "unet"}, 8, "single-stage"),
     ({"two_stage": False, "arch": "unet", "attention_scaling": True}, None, "no attention"),
     ({"two_stage": False, "arch": "vit"}, None, "arch"),
-    ({"two_stage": False, "attention_scalling": True}, None, "unknown keys"),
+    ({"two_stage": False, "attention_scalling": True}, None, "unknown key attention_scalling"),
 ])
 def test_factory_rejects_bad_variants(variant, num_embeddings, match):
     with pytest.raises(ConfigError, match=match):
-        build_model(variant, MODEL_CFG, in_channels=2, num_embeddings=num_embeddings)
+        spec = parse(VariantSpec, variant, "variants.bad")
+        build_model(spec, MODEL_CFG, in_channels=2, num_embeddings=num_embeddings)
 
 
 def test_factory_bad_widths_are_config_errors():
-    with pytest.raises(ConfigError, match="agunet"):
-        build_model(VARIANTS["agunet"], {"backbone": {"dim": 10, "heads": 4}}, in_channels=2, num_embeddings=None)
-    with pytest.raises(ConfigError, match="unexpected keyword"):
-        build_model(VARIANTS["agunet"], {"backbone": {"width": 10}}, in_channels=2, num_embeddings=None)
+    with pytest.raises(ConfigError, match=r"model\.backbone\.dim \(10\) must be divisible by heads"):
+        parse(CondModelConfig, {"backbone": {"dim": 10, "heads": 4}}, "model")
+    with pytest.raises(ConfigError, match="unknown key width"):
+        parse(CondModelConfig, {"backbone": {"width": 10}}, "model")
+    with pytest.raises(ConfigError, match="cannot build a agunet model"):
+        build_model(VARIANTS["agunet"], parse(CondModelConfig, {"backbone": {"dim": 3, "heads": 1, "se_reduction": 4}},
+                                              "model"), in_channels=2)
     with pytest.raises(ConfigError, match="unknown model kind"):
         rebuild("segformer", {})
 
 
 def test_unet_baseline_is_monai_unet():
     from monai.networks.nets import UNet
-    net = build_unet(3, channels=(4, 8, 16, 32), strides=(2, 2, 2))
+    net = UNetBaseline(3, 2, channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=1)
     assert isinstance(net, UNetBaseline) and isinstance(net.net, UNet)
     assert net.stride == 8
     assert net(torch.randn(1, 3, 16, 24, 32)).shape == (1, 2, 16, 24, 32)

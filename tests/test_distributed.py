@@ -3,7 +3,6 @@ code of the stages; both ranks end with bit-identical weights (codebook included
 with the same global batch. Run as a script, this file is the torchrun worker."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,12 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agvq.training.stage1 as stage1  # noqa: E402
 import agvq.training.stage2 as stage2  # noqa: E402
 from agvq.cli import load_params  # noqa: E402
+from agvq.config import RuntimeConfig  # noqa: E402
 from agvq.data.dataset import CaseStore  # noqa: E402
-from agvq.training import checkpoint  # noqa: E402
-from agvq.training.config import TrainConfig  # noqa: E402
+from agvq.io import model_file as checkpoint  # noqa: E402
 from agvq.training.loop import fit  # noqa: E402
+from agvq.training.run import TrainingPaths  # noqa: E402
 from agvq.training.runtime import seed_everything, setup_runtime, teardown_runtime  # noqa: E402
 from agvq.training.tasks import SegmentationTask  # noqa: E402
+from tests.helpers_config import cond_loss, protocol, train_cfg  # noqa: E402
 
 # Losses that are means over voxels (CE for stage 1, focal + CE for stage 2) average over ranks to the global-batch
 # loss; k-means init and dead-code re-seeding draw from rank 0's half of the batch, so they are off here (the
@@ -41,10 +42,9 @@ OVERRIDE = {
 }
 
 
-def args_for(root: Path, data: Path, name: str, vqvae: Path | None = None) -> argparse.Namespace:
-    return argparse.Namespace(prepared=str(data / "prepared"), splits=str(data / "splits.json"), vqvae=vqvae,
-                              out=str(root / name / "model.pt"), metrics=str(root / name / "metrics.json"),
-                              curve=str(root / name / "curve.csv"), run_dir=str(root / "runs" / name))
+def paths_for(root: Path, data: Path, name: str) -> TrainingPaths:
+    return TrainingPaths(data / "prepared", data / "splits.json", root / name / "model.pt",
+                         root / name / "metrics.json", root / name / "curve.csv", root / "runs" / name)
 
 
 def train_both(root: Path, data: Path, tag: str, vqvae_file: Path) -> dict[str, dict]:
@@ -55,8 +55,8 @@ def train_both(root: Path, data: Path, tag: str, vqvae_file: Path) -> dict[str, 
     stage1.build_vqvae = lambda p: built.setdefault("vqvae", build_vqvae(p))
     stage2.build_model = lambda *a, **k: built.setdefault("cond", build_model(*a, **k))
     try:
-        stage1.train_vqvae("WT", params["vqvae"], params["runtime"], args_for(root, data, f"vq_{tag}"))
-        stage2.train_variant("agvqvae", "WT", params, args_for(root, data, f"cond_{tag}", vqvae_file))
+        stage1.train_vqvae("WT", params, paths_for(root, data, f"vq_{tag}"))
+        stage2.train_variant("agvqvae", "WT", params, paths_for(root, data, f"cond_{tag}"), vqvae_file)
     finally:
         stage1.build_vqvae, stage2.build_model = build_vqvae, build_model
     return {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in built.items()}
@@ -64,13 +64,13 @@ def train_both(root: Path, data: Path, tag: str, vqvae_file: Path) -> dict[str, 
 
 def train_batch_norm_net(data: Path, run_dir: Path) -> dict:
     """A small net with BatchNorm through ``fit`` directly (DDP on CPU averages its running statistics)."""
-    rt = setup_runtime({"device": "cpu", "seed": 0})
+    rt = setup_runtime(RuntimeConfig(device="cpu"), 0)
     net = nn.Sequential(nn.Conv3d(4, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 2, 1))
     ids = json.loads((data / "splits.json").read_text())
-    cfg = TrainConfig.from_params({"epochs": 1, "batch_size": 4, "patches_per_epoch": 8,
-                                   "patch_size": [16, 16, 16], "val_every": 100})
-    fit(SegmentationTask(net), CaseStore(data / "prepared", ids["train"], "WT"),
-        CaseStore(data / "prepared", ids["val"], "WT"), cfg, rt, run_dir, None, 0, "fp", "bn")
+    cfg = train_cfg(epochs=1, batch_size=4, patches_per_epoch=8, patch_size=[16, 16, 16], val_every=100)
+    fit(SegmentationTask(net, cond_loss()), CaseStore(data / "prepared", ids["train"], "WT", cache=True),
+        CaseStore(data / "prepared", ids["val"], "WT", cache=True), cfg, protocol(), rt, run_dir, None, 0, "fp",
+        "bn")
     return {n: t.detach().clone() for n, t in net.state_dict().items()}
 
 
@@ -82,7 +82,7 @@ def worker(root: Path, data: Path, vqvae_file: Path) -> None:
     states = train_both(root, data, "ddp", vqvae_file)
     states["bn"] = train_batch_norm_net(data, root / "runs" / "bn_ddp")
     torch.save(states, root / f"rank{os.environ['RANK']}.pt")
-    teardown_runtime(setup_runtime({"device": "cpu"}))
+    teardown_runtime(setup_runtime(RuntimeConfig(device="cpu"), 0))
 
 
 def test_torchrun_two_ranks_identical_and_equal_to_single_process(tmp_path):
@@ -94,7 +94,7 @@ def test_torchrun_two_ranks_identical_and_equal_to_single_process(tmp_path):
     params = load_params(tmp_path / "params.yaml")
     # the frozen stage 1 of both stage-2 runs: an untrained VQ-VAE file, so the two runs can start at once
     seed_everything(0)
-    frozen = stage1.build_vqvae(stage1.region_params(params["vqvae"], "WT"))
+    frozen = stage1.build_vqvae(params.vqvae_for("WT"))
     checkpoint.save_atomic(checkpoint.model_file("vqvae", frozen, {"region": "WT", "num_embeddings": 8,
                                                                    "latent_dim": 4, "stride": 4}), tmp_path / "vq.pt")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
@@ -118,16 +118,16 @@ def test_torchrun_two_ranks_identical_and_equal_to_single_process(tmp_path):
             else:
                 assert torch.equal(value, ref), f"{kind} {name}"
     # and the two VQ-VAEs give the same logits
-    patch = torch.from_numpy(CaseStore(tmp_path / "prepared", ["case04"], "WT")[0].mask[None, None, :16, :16, :16])
+    patch = torch.from_numpy(CaseStore(tmp_path / "prepared", ["case04"], "WT", cache=False)[0].mask[None, None, :16, :16, :16])
     outputs = []
     for state in (single["vqvae"], ranks[0]["vqvae"]):
-        model = stage1.build_vqvae(stage1.region_params(params["vqvae"], "WT"))
+        model = stage1.build_vqvae(params.vqvae_for("WT"))
         model.load_state_dict(state)
         outputs.append(model.eval()(patch.float()).logits)
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
     # the codebook moved during training (EMA statistics all-reduced), identically on both ranks and as in one process
     seed_everything(0)
-    init = stage1.build_vqvae(stage1.region_params(params["vqvae"], "WT"))
+    init = stage1.build_vqvae(params.vqvae_for("WT"))
     assert not torch.allclose(init.quantizer.embedding, ranks[0]["vqvae"]["quantizer.embedding"], atol=1e-3)
     # rank 0 alone wrote the model files, metrics and curves
     for name in ("vq_ddp", "cond_ddp"):

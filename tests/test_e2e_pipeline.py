@@ -81,15 +81,25 @@ def test_exp_run_on_a_variant_switch_reruns_only_that_variant(repo):
     assert "metrics/eval/agunet_no_sm.json" in shown
 
 
-def test_metrics_diff_between_commits_reports_evaluation(repo):
+def test_metrics_diff_between_commits_reports_the_change(repo):
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("confidence: 0.95", "confidence: 0.9"))
+    ran = stages_ran(dvc(repo, "repro"))
+    assert ran == {"ablate"}, ran
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "90% intervals")
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
+    assert any(path.startswith("metrics/ablation") for path in diff), diff
+    params_diff = json.loads(dvc(repo, "params", "diff", "HEAD~1", "--json").stdout)
+    change = params_diff["params.yaml"]["ablate.confidence"]
+    assert (change["old"], change["new"]) == (0.95, 0.9)
+
+
+def test_validation_protocol_params_invalidate_the_trained_models(repo):
+    """Checkpoints are chosen by the infer + evaluate protocol, so its params are deps of every training stage."""
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("empty_penalty: 373.13", "empty_penalty: 300.0"))
-    ran = stages_ran(dvc(repo, "repro"))
-    assert ran and all(s.startswith(("evaluate@", "evaluate_vqvae@", "ablate")) for s in ran), ran
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "penalty 300")
-    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
-    assert any(path.startswith("metrics/eval/") for path in diff)
-    params_diff = json.loads(dvc(repo, "params", "diff", "HEAD~1", "--json").stdout)
-    change = params_diff["params.yaml"]["evaluate.empty_penalty"]
-    assert (change["old"], change["new"]) == (373.13, 300.0)
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert {f"train_vqvae@{r}" for r in ("WT", "TC", "ET")} <= set(status)
+    assert {"train_cond@agvqvae-WT", "train_seg@unet-ET", "evaluate@unet", "evaluate_vqvae@WT"} <= set(status)
+    assert not {"synthesize", "preprocess"} & set(status)

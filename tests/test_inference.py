@@ -16,7 +16,8 @@ from torch import nn
 
 from agvq.data.preprocess import prepare_case, uncrop
 from agvq.errors import CaseError, ConfigError
-from agvq.inference.predict import (InferConfig, RegionModel, load_region_models, predict_case, predict_masks,
+from agvq.config import InferConfig, parse
+from agvq.inference.predict import (CropSettings, RegionModel, load_region_models, predict_case, predict_masks,
                                     run_inference)
 from agvq.inference.predictors import (SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor,
                                        sliding_window_probabilities)
@@ -24,16 +25,18 @@ from agvq.io.discovery import discover_cases
 from agvq.models.conditional import AGUNet, CodePredictor
 from agvq.models.vqvae import MaskVQVAE
 from agvq.regions import REGIONS, get_convention, labels_to_regions
-from agvq.training.checkpoint import model_file, save_atomic
+from agvq.io.model_file import model_file, save_atomic
+from tests.helpers_config import vqvae
 from tests.helpers_nifti import AFFINE, phantom, truncate, write_case
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ["flair", "t1", "t1ce", "t2"]
 PATCH = (16, 16, 16)
-CFG = InferConfig(overlap=0.5, blend="gaussian", sw_batch_size=4, threshold=0.5, margin=2, stride=16)
+CFG = InferConfig(overlap=0.5, blend="gaussian", sw_batch_size=4, threshold=0.5)
+CROP = CropSettings(margin=2, stride=16)
 CPU = torch.device("cpu")
-BACKBONE = dict(channels=[4, 4, 4], dim=8, depth=1, heads=2, mlp_ratio=2, soft_mask_blocks=[0], se_reduction=2,
-                pos_grid=[1, 1, 1])
+BACKBONE = dict(channels=[4, 4, 4], dim=8, depth=1, heads=2, mlp_ratio=2, dropout=0.0, soft_mask_blocks=[0],
+                se_reduction=2, pos_grid=[1, 1, 1], attention_scaling=True, squeeze_excitation=True)
 # Rotated about z by 30 degrees, anisotropic (0.9, 1.1, 2.5) mm, translated: a grid unlike the identity.
 _R = np.array([[np.cos(0.5236), -np.sin(0.5236), 0], [np.sin(0.5236), np.cos(0.5236), 0], [0, 0, 1]])
 OBLIQUE = np.eye(4)
@@ -51,7 +54,7 @@ def _one_thread():
 
 def tiny_vqvae(seed: int = 0) -> MaskVQVAE:
     torch.manual_seed(seed)
-    vq = MaskVQVAE(channels=(4, 4), res_blocks=0, latent_dim=4, num_embeddings=8)
+    vq = vqvae(channels=(4, 4), res_blocks=0, latent_dim=4, num_embeddings=8)
     vq.quantizer.embedding.copy_(torch.randn_like(vq.quantizer.embedding))  # a codebook whose codes differ
     return vq.eval()
 
@@ -82,7 +85,7 @@ def save_region_model(folder: Path, region: str, two_stage: bool = True, fg: boo
         extra = {"vqvae": model_file("vqvae", vq, vq_contract)}
         net = CodePredictor(num_embeddings=8, **backbone)
     else:
-        net = AGUNet(**backbone)
+        net = AGUNet(out_channels=2, **backbone)
         if fg is not None:  # logits = up1_trans(features) + image_skip(image): force one, silence the other
             _force(net.up1_trans, fg)
             with torch.no_grad():
@@ -172,18 +175,18 @@ def test_case_without_a_model_modality_is_a_case_error(tmp_path):
     raw = tmp_path / "raw"
     write_case(raw, "M1", modalities=["flair", "t1", "t1ce"], with_seg=False)
     with pytest.raises(CaseError, match="case M1: file M1_t2.nii.gz: file for modality t2 is missing"):
-        run_inference(model_dir(tmp_path), raw, tmp_path / "pred", None, REGIONS, CFG, CPU)
+        run_inference(model_dir(tmp_path), raw, tmp_path / "pred", None, REGIONS, CFG, CROP, CPU, "fp32")
     assert not (tmp_path / "pred").exists()
 
 
 @pytest.mark.parametrize("infer, message", [({"overlap": 1.0}, "overlap"), ({"blend": "mean"}, "blend"),
                                             ({"sw_batch_size": 0}, "sw_batch_size"), ({"threshold": 1.5}, "threshold"),
-                                            ({"overlap": "half"}, "overlap"), ({"patch": 32}, "unknown keys")])
+                                            ({"overlap": "half"}, "overlap"), ({"patch": 32}, "unknown key patch")])
 def test_infer_params_are_checked(infer, message):
     with pytest.raises(ConfigError, match=message):
-        InferConfig.from_params(infer, {"margin": 2, "stride": 16})
-    cfg = InferConfig.from_params({"overlap": 0.25, "blend": "constant"}, {"margin": 3, "stride": 8})
-    assert (cfg.overlap, cfg.blend, cfg.sw_batch_size, cfg.margin, cfg.stride) == (0.25, "constant", 2, 3, 8)
+        parse(InferConfig, infer, "infer")
+    cfg = parse(InferConfig, {"overlap": 0.25, "blend": "constant"}, "infer")
+    assert (cfg.overlap, cfg.blend, cfg.sw_batch_size, cfg.threshold) == (0.25, "constant", 2, 0.5)
 
 
 # ------------------------------------------------------------------------------------------- predictors
@@ -219,7 +222,7 @@ def test_vqvae_reconstructor_equals_decode_of_encoded_indices():
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 def test_sliding_window_equals_whole_volume_forward_when_patch_covers_it(blend):
     torch.manual_seed(3)
-    predictor = SingleStagePredictor(AGUNet(in_channels=4, **BACKBONE).eval())
+    predictor = SingleStagePredictor(AGUNet(out_channels=2, in_channels=4, **BACKBONE).eval())
     x = torch.randn(1, 4, 32, 16, 48)
     with torch.inference_mode():
         want = predictor(x)
@@ -250,8 +253,8 @@ def test_hierarchy_is_enforced_when_region_outputs_violate_it(tmp_path):
     """WT, TC and ET thresholded from three different channels: TC and ET stick out of their parents."""
     case = discover_cases(write_case(tmp_path / "raw", "C1", seed=4).parent)[0]
     models = {r: RegionModel(r, Pointwise(c), PATCH, {}) for c, r in enumerate(REGIONS)}
-    labels, props = predict_case(case, models, MODS, CFG, CPU)
-    arrays, _ = prepare_case(dataclasses.replace(case, seg=None), MODS, CFG.margin, CFG.stride, False)
+    labels, props = predict_case(case, models, MODS, CFG, CROP, CPU, "fp32")
+    arrays, _ = prepare_case(dataclasses.replace(case, seg=None), MODS, CROP.margin, CROP.stride, False)
     wt, tc, et = ((arrays["image"][c] > 0) & arrays["brain"] for c in range(3))
     assert (tc & ~wt).any() and (et & ~tc).any()  # the raw outputs do violate the hierarchy
     conv = get_convention("brats2021")
@@ -273,7 +276,7 @@ def test_written_map_has_input_grid_and_case_convention(tmp_path, naming, et, af
     raw = tmp_path / "raw"
     write_case(raw, "P1", naming, shape=shape, seed=5, affine=affine)
     folder = model_dir(tmp_path, fg={"WT": True, "TC": True, "ET": True})  # everything inside the brain is ET
-    written = run_inference(folder, raw, tmp_path / "pred", None, REGIONS, CFG, CPU)
+    written = run_inference(folder, raw, tmp_path / "pred", None, REGIONS, CFG, CROP, CPU, "fp32")
     assert written == ["P1"]
     img, data = read(tmp_path / "pred" / "P1.nii.gz")
     src = nib.load(str(next((raw / "P1").glob("*t1*"))))
@@ -291,7 +294,7 @@ def test_written_map_has_input_grid_and_case_convention(tmp_path, naming, et, af
 def test_model_files_compose_nested_regions(tmp_path, fg, label):
     raw = tmp_path / "raw"
     write_case(raw, "H1", seed=6)
-    run_inference(model_dir(tmp_path, fg=fg, two_stage=False), raw, tmp_path / "pred", None, REGIONS, CFG, CPU)
+    run_inference(model_dir(tmp_path, fg=fg, two_stage=False), raw, tmp_path / "pred", None, REGIONS, CFG, CROP, CPU, "fp32")
     _, data = read(tmp_path / "pred" / "H1.nii.gz")
     np.testing.assert_array_equal(data, np.where(brain_of(seed=6), label, 0))
 
@@ -307,7 +310,7 @@ def test_labels_are_never_read(tmp_path, monkeypatch):
     opened = []
     real_load = nib.load
     monkeypatch.setattr(nib, "load", lambda f, *a, **k: opened.append(str(f)) or real_load(f, *a, **k))
-    written = run_inference(model_dir(tmp_path), raw, tmp_path / "pred", None, REGIONS, CFG, CPU)
+    written = run_inference(model_dir(tmp_path), raw, tmp_path / "pred", None, REGIONS, CFG, CROP, CPU, "fp32")
     assert written == ["A_intact", "B_truncated", "C_missing", "D_garbage"]
     assert opened and not [f for f in opened if "seg" in Path(f).name]
     maps = [read(tmp_path / "pred" / f"{c}.nii.gz")[1] for c in written]
@@ -320,13 +323,13 @@ def test_unlabelled_folder_and_cases_subset(tmp_path):
     for i, naming in enumerate(["brats2021", "brats2023", "brats2021"]):
         write_case(raw / "site", f"N{i}", naming, seed=i, with_seg=False)  # one container level deeper
     folder = model_dir(tmp_path, fg={"WT": True, "TC": True, "ET": True}, two_stage=False)
-    assert run_inference(folder, raw, tmp_path / "pred", None, REGIONS, CFG, CPU) == ["N0", "N1", "N2"]
+    assert run_inference(folder, raw, tmp_path / "pred", None, REGIONS, CFG, CROP, CPU, "fp32") == ["N0", "N1", "N2"]
     for i, et in enumerate([4, 3, 4]):
         np.testing.assert_array_equal(read(tmp_path / "pred" / f"N{i}.nii.gz")[1], np.where(brain_of(seed=i), et, 0))
-    assert run_inference(folder, raw, tmp_path / "pred", ["N1"], REGIONS, CFG, CPU) == ["N1"]
+    assert run_inference(folder, raw, tmp_path / "pred", ["N1"], REGIONS, CFG, CROP, CPU, "fp32") == ["N1"]
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["N1.nii.gz"]  # the output folder is replaced
     with pytest.raises(ConfigError, match="not under"):
-        run_inference(folder, raw, tmp_path / "pred2", ["N1", "X9"], REGIONS, CFG, CPU)
+        run_inference(folder, raw, tmp_path / "pred2", ["N1", "X9"], REGIONS, CFG, CROP, CPU, "fp32")
     assert not (tmp_path / "pred2").exists()
 
 
@@ -335,7 +338,7 @@ def test_predict_masks_is_off_outside_the_brain():
     brain = np.zeros((32, 16, 16), bool)
     brain[4:20, 2:14, 3:12] = True
     models = {r: RegionModel(r, Pointwise(0, -100.0), PATCH, {}) for r in REGIONS}  # foreground everywhere
-    masks = predict_masks(image, brain, models, CFG, CPU)
+    masks = predict_masks(image, brain, models, CFG, CPU, "fp32")
     assert all(np.array_equal(m, brain) for m in masks.values())
 
 

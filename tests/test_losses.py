@@ -7,9 +7,18 @@ import torch
 from monai.losses import FocalLoss
 
 from agvq.errors import ConfigError
-from agvq.models.losses import CodeLoss, MaskLoss, soft_dice_loss
+from agvq.models.losses import CodeLoss as _CodeLoss
+from agvq.models.losses import MaskLoss as _MaskLoss
+from agvq.models.losses import soft_dice_loss
 
-torch.set_num_threads(1)
+
+def MaskLoss(dice_weight=1.0, ce_weight=0.0):  # noqa: N802  (test defaults: soft Dice only)
+    return _MaskLoss(dice_weight, ce_weight)
+
+
+def CodeLoss(focal_weight=1.0, ce_weight=1.0, gamma=2.0, code_weights=None):  # noqa: N802
+    return _CodeLoss(focal_weight, ce_weight, gamma, code_weights)
+
 
 
 def _np_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:

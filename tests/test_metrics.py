@@ -16,7 +16,13 @@ from agvq.errors import CaseError
 from agvq.io.naming import get_naming
 from agvq.io.nifti import write_volume
 from agvq.metrics.evaluate import evaluate_predictions
-from agvq.metrics.segmentation import LabelValueError, case_metrics, dice
+from agvq.metrics.segmentation import LabelValueError, dice
+from agvq.metrics.segmentation import case_metrics as _case_metrics
+from agvq.regions import REGIONS
+
+
+def case_metrics(pred, truth, convention, spacing, regions=REGIONS, empty_penalty=373.13):
+    return _case_metrics(pred, truth, convention, spacing, regions, empty_penalty)
 from agvq.metrics.surface import bounding_box, hd95, surface_distances
 from agvq.metrics.tables import summarize, write_summary
 from agvq.regions import get_convention, labels_to_regions

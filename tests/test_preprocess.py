@@ -5,15 +5,15 @@ import pytest
 import torch
 from monai.transforms import CropForeground, NormalizeIntensity
 
-from agvq.data.prepared import list_cases, load_case, load_props
+from agvq.io.prepared import list_cases, load_case, load_props
 from agvq.data.preprocess import brain_mask, crop, crop_box, prepare_case, preprocess_dataset, uncrop, zscore
 from agvq.data.splits import make_splits
 from agvq.errors import ConfigError
 from agvq.io.discovery import discover_cases
 from agvq.regions import REGIONS, get_convention, labels_to_regions
 from helpers_nifti import AFFINE, SHAPE, phantom, write_case
+from tests.helpers_config import preprocess_cfg
 
-torch.set_num_threads(1)
 MODS = ["flair", "t1", "t1ce", "t2"]
 
 
@@ -113,7 +113,8 @@ def test_both_namings_end_to_end_and_et_label(tmp_path, naming, et_label):
     for i, case in enumerate(names):
         write_case(raw / "Archive", case, naming=naming, seed=i)
     out = tmp_path / "prepared"
-    report = preprocess_dataset(raw, out, MODS, margin=2, stride=16, workers=2, progress=False)
+    report = preprocess_dataset(raw, out, preprocess_cfg(modalities=MODS, margin=2, stride=16, workers=2),
+                                progress=False)
     assert list_cases(out) == sorted(names) and report["counts"]["prepared"] == 3
     case = load_case(out, names[1])
     images, seg, brain = phantom(seed=1, convention=naming)
@@ -143,7 +144,7 @@ def test_crop_covers_labels_outside_the_brain_and_output_is_replaced(tmp_path):
     out = tmp_path / "prepared"
     out.mkdir()
     (out / "stale.npz").write_bytes(b"old run")
-    preprocess_dataset(tmp_path / "raw", out, MODS, margin=0, stride=8, progress=False)
+    preprocess_dataset(tmp_path / "raw", out, preprocess_cfg(modalities=MODS, margin=0, stride=8), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["C1.json", "C1.npz"]
     case = load_case(out, "C1")
     assert all(s <= 0 for s in case.props["crop_start"])
@@ -157,7 +158,7 @@ def test_bad_params_are_config_errors(tmp_path):
                {"workers": "two"}, {"compress_level": 12}):
         args = {"modalities": MODS, "margin": 1, "stride": 8} | kw
         with pytest.raises(ConfigError, match="preprocess"):
-            preprocess_dataset(tmp_path / "raw", tmp_path / "out", progress=False, **args)
+            preprocess_dataset(tmp_path / "raw", tmp_path / "out", preprocess_cfg(**args), progress=False)
         assert not (tmp_path / "out").exists()
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agvq.config import parse_params
 from agvq.errors import ConfigError
 from agvq.models.factory import build_model
 from agvq.presets import apply_preset, main, merged_params
-from agvq.training.config import TrainConfig
-from agvq.training.stage1 import build_vqvae, region_params
-from agvq.training.stage2 import variant_params
+from agvq.training.stage1 import build_vqvae
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,24 +91,22 @@ def test_real_params_round_trip_is_byte_identical(tmp_path):
 
 
 def test_brats2021_preset_is_the_paper_setting(tmp_path):
-    p = merged_params(ROOT / "params.yaml", ROOT / "presets" / "brats2021.yaml")
-    vq, cond = region_params(p["vqvae"], "WT"), p["cond"]
-    assert (vq["model"]["num_embeddings"], vq["model"]["latent_dim"], vq["quantizer"]["decay"]) == (512, 32, 0.99)
-    bb = cond["model"]["backbone"]
-    assert (bb["depth"], bb["dim"], bb["heads"], bb["soft_mask_blocks"]) == (8, 256, 8, [5, 6])
-    assert p["runtime"]["device"] == "cuda" and p["runtime"]["precision"] == "bf16"
-    assert p["runtime"]["launcher"].startswith("torchrun ") and p["data"]["raw"].startswith("/")
+    p = parse_params(merged_params(ROOT / "params.yaml", ROOT / "presets" / "brats2021.yaml"))
+    vq, cond = p.vqvae_for("WT"), p.cond_for("agvqvae", "WT")
+    assert (vq.model.num_embeddings, vq.model.latent_dim, vq.quantizer.decay) == (512, 32, 0.99)
+    bb = cond.model.backbone
+    assert (bb.depth, bb.dim, bb.heads, bb.soft_mask_blocks) == (8, 256, 8, (5, 6))
+    assert p.runtime.device == "cuda" and p.runtime.precision == "bf16"
+    assert p.runtime.launcher.startswith("torchrun ") and p.data.raw.startswith("/")
     for section in (vq, cond):
-        cfg = TrainConfig.from_params(section["train"])
-        assert cfg.patch_size == (128, 128, 128) and cfg.epochs >= 100
-    assert [s // 16 for s in cond["train"]["patch_size"]] == bb["pos_grid"]
+        assert section.train.patch_size == (128, 128, 128) and section.train.epochs >= 100
+    assert tuple(s // 16 for s in cond.train.patch_size) == bb.pos_grid
     # every model of the pipeline builds at these sizes (weights only; no forward pass)
     assert sum(t.numel() for t in build_vqvae(vq).parameters()) > 0
     sizes = {}
-    for name in p["variants"]:
-        switches, variant_cond = variant_params(p, name, "WT")
-        extra = (512,) if switches["two_stage"] else ()
-        sizes[name] = sum(t.numel() for t in build_model(switches, variant_cond["model"], 4, *extra).parameters())
+    for name, spec in p.variants.items():
+        extra = (512,) if spec.two_stage else ()
+        sizes[name] = sum(t.numel() for t in build_model(spec, p.cond_for(name, "WT").model, 4, *extra).parameters())
     assert 5e6 < sizes["agvqvae"] < 5e7 and sizes["agvqvae_no_sm"] < sizes["agvqvae"]
 
 

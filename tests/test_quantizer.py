@@ -9,9 +9,14 @@ from monai.networks.layers.vector_quantizer import EMAQuantizer
 
 import agvq.models.quantizer as qmod
 from agvq.errors import ConfigError
-from agvq.models.quantizer import EMAVectorQuantizer, kmeans
+from agvq.models.quantizer import EMAVectorQuantizer as _EMAVectorQuantizer
+from agvq.models.quantizer import kmeans
+from tests.helpers_config import QUANTIZER_DEFAULTS
 
-torch.set_num_threads(1)
+
+def EMAVectorQuantizer(num_embeddings, embedding_dim, **kw) -> _EMAVectorQuantizer:  # noqa: N802 (config defaults)
+    return _EMAVectorQuantizer(num_embeddings, embedding_dim, **{**QUANTIZER_DEFAULTS, **kw})
+
 
 
 def _clusters(n_per: int, centres: torch.Tensor, spread: float = 0.05, seed: int = 0) -> torch.Tensor:

@@ -2,31 +2,35 @@
 above chance and decodes masks, single-stage variants train on masks, and variant/flag mismatches fail clearly."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
+import yaml
 
+from agvq.config import CondModelConfig, VariantSpec, load_params, parse, parse_params
 from agvq.data.dataset import CaseStore
 from agvq.errors import ConfigError
+from agvq.io import model_file as checkpoint
 from agvq.models.factory import build_model
 from agvq.models.loading import load_predictor_parts, load_vqvae
-from agvq.training import checkpoint
-from agvq.training.config import TrainConfig
 from agvq.training.loop import fit
-from agvq.training.runtime import Runtime, seed_everything
+from agvq.training.run import TrainingPaths
+from agvq.training.runtime import seed_everything
 from agvq.training.stage2 import train_variant
 from agvq.training.tasks import CodeTask, VQVAETask
-from agvq.models.vqvae import MaskVQVAE
-from tests.helpers_training import make_prepared, run_stage_inprocess, vqvae_argv, write_params
+from tests.helpers_config import cond_loss, cpu_runtime, mask_loss, protocol, train_cfg
+from tests.helpers_config import vqvae as small_vqvae
+from tests.helpers_training import ROOT, make_prepared, run_stage_inprocess, vqvae_argv, write_params
 
-CPU = Runtime(torch.device("cpu"))
-BACKBONE = {"channels": [8, 16, 16], "dim": 16, "depth": 2, "heads": 2, "soft_mask_blocks": [1], "pos_grid": [1, 1, 1]}
+CPU = cpu_runtime()
+PROTOCOL = protocol()
+MODEL = parse(CondModelConfig, {"backbone": {"channels": [8, 16, 16], "dim": 16, "depth": 2, "heads": 2,
+                                             "soft_mask_blocks": [1], "pos_grid": [1, 1, 1]}}, "model")
+TWO_STAGE = VariantSpec(two_stage=True)
+ROOT_PARAMS = ROOT / "params.yaml"
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("stage2")
     prepared, splits = make_prepared(root, n=6, size=32)
     return root, prepared, splits
@@ -39,11 +43,10 @@ def vqvae(data):
     import json
     ids = json.loads(splits.read_text())
     seed_everything(0)
-    model = MaskVQVAE(channels=(8, 16), latent_dim=8, num_embeddings=16, norm="batch",
-                      quantizer={"decay": 0.9, "kmeans_iters": 3})
-    cfg = TrainConfig(epochs=6, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=32, lr=3e-3, val_every=6)
-    stores = CaseStore(prepared, ids["train"], "WT"), CaseStore(prepared, ids["val"], "WT")
-    result = fit(VQVAETask(model), *stores, cfg, CPU, root / "run_vq", None, 0, "vq")
+    model = small_vqvae(channels=(8, 16), latent_dim=8, num_embeddings=16, decay=0.9, kmeans_iters=3)
+    cfg = train_cfg(epochs=6, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=32, lr=3e-3, val_every=6)
+    stores = CaseStore(prepared, ids["train"], "WT", cache=True), CaseStore(prepared, ids["val"], "WT", cache=True)
+    result = fit(VQVAETask(model, mask_loss()), *stores, cfg, PROTOCOL, CPU, root / "run_vq", None, 0, "vq", "vq")
     model.load_state_dict(result.best_state)
     return model.eval(), stores
 
@@ -51,10 +54,10 @@ def vqvae(data):
 def test_frozen_stage1_is_bit_identical_after_stage2_training(vqvae, data, tmp_path):
     model, (train, val) = vqvae
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = build_model({"two_stage": True}, {"backbone": BACKBONE}, in_channels=4, num_embeddings=16)
-    task = CodeTask(net, model)
-    cfg = TrainConfig(epochs=2, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=16, lr=3e-3)
-    fit(task, train, val, cfg, CPU, tmp_path / "run", None, 0, "cond")
+    net = build_model(TWO_STAGE, MODEL, in_channels=4, num_embeddings=16)
+    task = CodeTask(net, model, cond_loss())
+    cfg = train_cfg(epochs=2, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=16, lr=3e-3)
+    fit(task, train, val, cfg, PROTOCOL, CPU, tmp_path / "run", None, 0, "cond", "cond")
     after = model.state_dict()
     assert before.keys() == after.keys()
     for key in before:  # codebook, EMA statistics, batch-norm running stats and weights alike
@@ -65,10 +68,10 @@ def test_frozen_stage1_is_bit_identical_after_stage2_training(vqvae, data, tmp_p
 def test_tiny_two_stage_run_beats_chance(vqvae, data, tmp_path):
     model, (train, val) = vqvae
     seed_everything(1)
-    net = build_model({"two_stage": True}, {"backbone": BACKBONE}, in_channels=4, num_embeddings=16)
-    task = CodeTask(net, model)
-    cfg = TrainConfig(epochs=8, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=32, lr=3e-3, val_every=8)
-    result = fit(task, train, val, cfg, CPU, tmp_path / "run", None, 0, "cond")
+    net = build_model(TWO_STAGE, MODEL, in_channels=4, num_embeddings=16)
+    task = CodeTask(net, model, cond_loss())
+    cfg = train_cfg(epochs=8, batch_size=4, patch_size=(16, 16, 16), patches_per_epoch=32, lr=3e-3, val_every=8)
+    result = fit(task, train, val, cfg, PROTOCOL, CPU, tmp_path / "run", None, 0, "cond", "cond")
     first, last = result.history[0], result.history[-1]
     # chance: a uniform guess over the 16 codes; decoding random codes gives a Dice near 0 on these small masks
     assert last["code_accuracy"] > max(first["code_accuracy"], 1.0 / 16 + 0.3), (first, last)
@@ -81,12 +84,10 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
     run_stage_inprocess("train_vqvae.py", vqvae_argv(tmp_path, root, "vq"), monkeypatch)
     stage1 = tmp_path / "vq" / "model.pt"
     original = checkpoint.load(stage1)
-    args = argparse.Namespace(vqvae=str(stage1), prepared=str(prepared), splits=str(splits),
-                              out=str(tmp_path / "cond.pt"), metrics=str(tmp_path / "cond.json"),
-                              curve=str(tmp_path / "cond.csv"), run_dir=str(tmp_path / "runs" / "cond"))
-    import yaml
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    train_variant("agvqvae", "WT", params, args)
+    paths = TrainingPaths(prepared, splits, tmp_path / "cond.pt", tmp_path / "cond.json", tmp_path / "cond.csv",
+                          tmp_path / "runs" / "cond")
+    params = load_params(tmp_path / "params.yaml")
+    train_variant("agvqvae", "WT", params, paths, stage1)
     net, frozen, bundle = load_predictor_parts(tmp_path / "cond.pt")
     assert bundle["contract"]["two_stage"] and bundle["contract"]["variant"] == "agvqvae"
     for key, value in original["state_dict"].items():
@@ -96,45 +97,45 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in original["state_dict"].items())
 
     with pytest.raises(ConfigError, match="two-stage"):
-        train_variant("agvqvae", "WT", params, argparse.Namespace(**{**vars(args), "vqvae": None}))
+        train_variant("agvqvae", "WT", params, paths, None)
     with pytest.raises(ConfigError, match="single-stage"):
-        train_variant("agunet", "WT", params, args)
+        train_variant("agunet", "WT", params, paths, stage1)
     with pytest.raises(ConfigError, match="unknown variant"):
-        train_variant("agvqvae_typo", "WT", params, args)
+        train_variant("agvqvae_typo", "WT", params, paths, stage1)
     with pytest.raises(ConfigError, match="region"):
-        train_variant("agvqvae", "ET", params, args)
+        train_variant("agvqvae", "ET", params, paths, stage1)
 
 
-def test_variant_params_merge_region_then_variant_overrides():
-    from agvq.training.stage2 import variant_params
+def _params(cond: dict, variants: dict) -> dict:
+    raw = yaml.safe_load(open(ROOT_PARAMS).read())
+    raw.update(cond=cond, variants=variants, two_stage_variants=list(variants), single_stage_variants=[])
+    raw["ablate"]["main_variant"] = next(iter(variants))
+    return raw
 
-    params = {
-        "regions": ["WT", "TC", "ET"],
-        "cond": {"loss": {"code_balance": 0.25, "gamma": 2.0}, "train": {"epochs": 3},
-                 "regions": {"ET": {"loss": {"code_balance": 0.0}}}},
-        "variants": {"a": {"two_stage": True},
-                     "b": {"two_stage": True, "overrides": {"loss": {"code_balance": 0.5}}}},
-    }
-    switches, wt = variant_params(params, "a", "WT")
-    assert switches == {"two_stage": True} and wt["loss"] == {"code_balance": 0.25, "gamma": 2.0}
-    assert "regions" not in wt
-    assert variant_params(params, "a", "ET")[1]["loss"] == {"code_balance": 0.0, "gamma": 2.0}
+
+def test_cond_settings_merge_region_then_variant_overrides():
+    raw = _params({"loss": {"code_balance": 0.25, "gamma": 2.0}, "train": {"epochs": 3},
+                   "regions": {"ET": {"loss": {"code_balance": 0.0}}}},
+                  {"a": {"two_stage": True}, "b": {"two_stage": True, "overrides": {"loss": {"code_balance": 0.5}}}})
+    params = parse_params(raw)
+    wt = params.cond_for("a", "WT")
+    assert wt.loss.code_balance == 0.25 and wt.loss.gamma == 2.0 and wt.train.epochs == 3
+    assert params.cond_for("a", "ET").loss.code_balance == 0.0
     # a variant's overrides win over the region's (they name one model family explicitly)
-    assert variant_params(params, "b", "ET")[1]["loss"]["code_balance"] == 0.5
-    assert variant_params(params, "b", "ET")[0] == {"two_stage": True}
-    bad = {**params, "cond": {**params["cond"], "regions": {"NCR": {}}}}
+    assert params.cond_for("b", "ET").loss.code_balance == 0.5
+    assert params.variant("b").overrides == {"loss": {"code_balance": 0.5}}
     with pytest.raises(ConfigError, match="NCR"):
-        variant_params(bad, "a", "WT")
-    # settings for a region this run does not train are fine (e.g. regions: [WT] with the default ET override)
-    assert variant_params({**params, "regions": ["WT"]}, "a", "WT")[1]["loss"]["code_balance"] == 0.25
+        parse_params({**raw, "cond": {**raw["cond"], "regions": {"NCR": {}}}})
+    with pytest.raises(ConfigError, match=r"variants\.b\.overrides\.loss: unknown key gama"):
+        parse_params({**raw, "variants": {**raw["variants"], "b": {"overrides": {"loss": {"gama": 1}}}}})
     with pytest.raises(ConfigError, match="unknown variant"):
-        variant_params(params, "c", "WT")
+        params.cond_for("c", "WT")
 
 
 def test_train_numbers_written_as_yaml_strings_are_accepted_and_bad_ones_rejected():
-    cfg = TrainConfig.from_params({"lr": "3e-3", "epochs": "4", "weight_decay": 0})
+    cfg = train_cfg(lr="3e-3", epochs="4", weight_decay=0)
     assert cfg.lr == 0.003 and isinstance(cfg.lr, float) and cfg.epochs == 4 and isinstance(cfg.weight_decay, float)
     with pytest.raises(ConfigError, match="whole number"):
-        TrainConfig.from_params({"epochs": 2.5})
+        train_cfg(epochs=2.5)
     with pytest.raises(ConfigError, match="train.lr must be a number"):
-        TrainConfig.from_params({"lr": "fast"})
+        train_cfg(lr="fast")

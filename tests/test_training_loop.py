@@ -16,22 +16,18 @@ import pytest
 import torch
 
 import agvq.models.quantizer as qmod
+from agvq.config import RuntimeConfig, TrainConfig
 from agvq.data.dataset import CaseStore
 from agvq.errors import ConfigError, TrainingError
-from agvq.models.vqvae import MaskVQVAE
 from agvq.training import checkpoint
-from agvq.training.config import TrainConfig
 from agvq.training.loop import fit, validate_sharded
 from agvq.training.runtime import Runtime, seed_everything, setup_runtime
 from agvq.training.tasks import VQVAETask
 from agvq.training.validation import validate
+from tests.helpers_config import cpu_runtime, mask_loss, protocol, train_cfg, vqvae
+from tests.helpers_training import cond_argv, make_prepared, run_stage_inprocess, vqvae_argv, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(1)
-
-from tests.helpers_training import (  # noqa: E402
-    cond_argv, make_prepared, run_stage_inprocess, vqvae_argv, write_params,
-)
 
 
 def metrics_lines(path: Path) -> list[str]:
@@ -72,26 +68,28 @@ def stage_root(data, tmp_path_factory) -> Path:
 def tiny_task(seed: int = 0) -> VQVAETask:
     seed_everything(seed)
     # a high dead-code threshold re-seeds codes (random draws) in every epoch, so resuming must restore the RNG
-    return VQVAETask(MaskVQVAE(channels=(4, 8), latent_dim=4, num_embeddings=8,
-                               quantizer={"kmeans_iters": 2, "dead_code_threshold": 12.0}))
+    return VQVAETask(vqvae(kmeans_iters=2, dead_code_threshold=12.0), mask_loss())
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    return TrainConfig.from_params({"epochs": 3, "batch_size": 4, "patches_per_epoch": 8,
-                                    "patch_size": [16, 16, 16], "lr": 2e-3, **kw})
+    return train_cfg(**{"epochs": 3, "batch_size": 4, "patches_per_epoch": 8, "patch_size": [16, 16, 16],
+                        "lr": 2e-3, **kw})
 
 
 @pytest.fixture(scope="module")
 def stores(data) -> tuple[CaseStore, CaseStore]:
     ids = json.loads((data / "splits.json").read_text())
-    return CaseStore(data / "prepared", ids["train"], "WT"), CaseStore(data / "prepared", ids["val"], "WT")
+    return (CaseStore(data / "prepared", ids["train"], "WT", cache=True),
+            CaseStore(data / "prepared", ids["val"], "WT", cache=True))
 
 
-CPU = Runtime(torch.device("cpu"))
+CPU = cpu_runtime()
+PROTOCOL = protocol()
 
 
 def run_fit(task, stores, run_dir, cfg=None, rt=CPU, fingerprint="fp"):
-    return fit(task, *stores, cfg or tiny_cfg(), rt, run_dir, None, seed=0, fingerprint=fingerprint, desc="t")
+    return fit(task, *stores, cfg or tiny_cfg(), PROTOCOL, rt, run_dir, None, seed=0, fingerprint=fingerprint,
+               desc="t")
 
 
 def strip_seconds(history: list[dict]) -> list[dict]:
@@ -153,10 +151,9 @@ def test_resume_state_of_other_params_or_unreadable_is_ignored(stores, uninterru
 
 def test_sharded_validation_equals_plain_validation(stores):
     task = tiny_task()
-    cfg = tiny_cfg()
-    val = CaseStore(stores[1].prepared_dir, ["case04", "case05", "case00"], "WT")
-    expected = validate(task.predictor(task.model), val, task.val_input, cfg, CPU)
-    assert validate_sharded(task.predictor(task.model), val, task.val_input, cfg, CPU) == expected
+    val = CaseStore(stores[1].prepared_dir, ["case04", "case05", "case00"], "WT", cache=True)
+    expected = validate(task.predictor(task.model), val, task.val_input, PROTOCOL, CPU)
+    assert validate_sharded(task.predictor(task.model), val, task.val_input, PROTOCOL, CPU) == expected
 
 
 def test_nonfinite_loss_stops_naming_the_step(stores, tmp_path):
@@ -203,7 +200,7 @@ def test_bf16_autocast_and_channels_last_on_cpu(stores, tmp_path, monkeypatch):
 
     task.forward_loss = record_forward
     monkeypatch.setattr(qmod, "_sq_distances", record_distances)
-    rt = Runtime(torch.device("cpu"), precision="bf16", channels_last=True)
+    rt = Runtime(torch.device("cpu"), "bf16", True, 0, 1, 0)
     result = run_fit(task, stores, tmp_path / "run", cfg=tiny_cfg(epochs=1), rt=rt)
     assert seen["logits"] == {torch.bfloat16} and seen["distances"] == {(torch.float32, torch.float32)}
     conv = task.model.encoder[0].conv.weight
@@ -224,7 +221,7 @@ def test_fp16_grad_scaler_path_skips_overflowing_steps(stores, tmp_path):
         return (loss + (next(model.parameters()).sum() * 0).sqrt() if seen["calls"] == 1 else loss), logs
 
     task.forward_loss = nan_gradient_once
-    result = run_fit(task, stores, tmp_path / "run", cfg=tiny_cfg(epochs=1), rt=Runtime(torch.device("cpu"), "fp16"))
+    result = run_fit(task, stores, tmp_path / "run", cfg=tiny_cfg(epochs=1), rt=cpu_runtime("fp16"))
     assert seen["dtypes"] == {torch.float16} and np.isfinite(result.history[0]["train_loss"])
     scaler = checkpoint.load(tmp_path / "run" / "last.pt")["scaler"]
     assert scaler["scale"] == 2.0**15  # 2^16 halved once by the skipped step
@@ -232,11 +229,12 @@ def test_fp16_grad_scaler_path_skips_overflowing_steps(stores, tmp_path):
 
 def test_runtime_rejects_bad_precision_and_batch():
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
-        setup_runtime({"device": "cpu", "precision": "fp16"})
+        setup_runtime(RuntimeConfig(device="cpu", precision="fp16"), 0)
     with pytest.raises(ConfigError, match="precision must be one of"):
-        setup_runtime({"device": "cpu", "precision": "fp8"})
+        setup_runtime(RuntimeConfig(device="cpu", precision="fp8"), 0)
     with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
-        fit(tiny_task(), None, None, tiny_cfg(), Runtime(torch.device("cpu"), world_size=3), "unused", None, 0, "fp")
+        fit(tiny_task(), None, None, tiny_cfg(), PROTOCOL, Runtime(torch.device("cpu"), "fp32", False, 0, 3, 0),
+            "unused", None, 0, "fp", "t")
 
 
 def test_full_disk_or_unwritable_run_dir_fails_before_training(stores, tmp_path, monkeypatch):
@@ -248,7 +246,7 @@ def test_full_disk_or_unwritable_run_dir_fails_before_training(stores, tmp_path,
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=60 * 2**20))
     run_fit(tiny_task(), stores, tmp_path / "ok", cfg=tiny_cfg(epochs=1))  # 60 MiB is room for a tiny model
-    big = VQVAETask(MaskVQVAE(channels=(8, 256), latent_dim=4, num_embeddings=8))  # 3.6 M parameters
+    big = VQVAETask(vqvae(channels=(8, 256)), mask_loss())  # 3.6 M parameters
     big.forward_loss = task.forward_loss
     with pytest.raises(ConfigError, match=r"only 60\.0 MiB free"):
         run_fit(big, stores, tmp_path / "big")

@@ -10,13 +10,14 @@ from agvq.errors import CaseError
 from agvq.io.discovery import discover_cases
 from agvq.io.validation import load_image, load_seg, validate_case
 from helpers_nifti import AFFINE, SHAPE, phantom, write_case, truncate
+from tests.helpers_config import preprocess_cfg
 
 MODS = ["flair", "t1", "t1ce", "t2"]
 
 
 def _prep(raw, out, **kw):
     kw.setdefault("workers", 1)
-    return preprocess_dataset(raw, out, MODS, margin=2, stride=8, progress=False, **kw)
+    return preprocess_dataset(raw, out, preprocess_cfg(modalities=MODS, margin=2, stride=8, **kw), progress=False)
 
 
 def _check_error(raw, tmp_path, case, file, problem):

@@ -8,9 +8,15 @@ import torch
 
 from agvq.errors import ConfigError
 from agvq.models.losses import MaskLoss
-from agvq.models.vqvae import MaskVQVAE
+from agvq.models.vqvae import MaskVQVAE as _MaskVQVAE
+from tests.helpers_config import QUANTIZER_DEFAULTS
 
-torch.set_num_threads(1)
+SMALL = dict(channels=(16, 32), res_blocks=1, latent_dim=16, num_embeddings=64, norm="batch")
+
+
+def MaskVQVAE(quantizer=None, **kw) -> _MaskVQVAE:  # noqa: N802  (test defaults: a small model)
+    return _MaskVQVAE(**{**SMALL, **kw}, quantizer={**QUANTIZER_DEFAULTS, **(quantizer or {})})
+
 
 
 def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from agvq.data.prepared import PreparedCase, load_case
+from agvq.io.prepared import PreparedCase, load_case
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS, check_region
 
@@ -22,6 +22,7 @@ class CaseArrays:
     case: str
     image: np.ndarray  # (C, X, Y, Z) float32
     mask: np.ndarray  # (X, Y, Z) uint8, the trained region
+    brain: np.ndarray  # (X, Y, Z) bool, the brain mask predictions are restricted to
     foreground: np.ndarray  # (N, 3) int32 coordinates of mask voxels (may be empty)
     spacing: tuple  # voxel size in mm
 
@@ -31,13 +32,14 @@ def region_arrays(case: PreparedCase, region: str) -> CaseArrays:
         raise ConfigError(f"prepared case {case.case} has no labels; it cannot be used for training")
     mask = np.ascontiguousarray(case.masks[REGIONS.index(check_region(region))]).astype(np.uint8)
     spacing = tuple(float(s) for s in case.props.get("spacing", (1.0, 1.0, 1.0)))
-    return CaseArrays(case.case, case.image, mask, np.argwhere(mask).astype(np.int32), spacing)
+    return CaseArrays(case.case, case.image, mask, case.brain.astype(bool), np.argwhere(mask).astype(np.int32),
+                      spacing)
 
 
 class CaseStore:
     """The cases of one split for one region, held in memory (``cache=True``) or loaded on demand."""
 
-    def __init__(self, prepared_dir: str | Path, case_ids: list[str], region: str, cache: bool = True):
+    def __init__(self, prepared_dir: str | Path, case_ids: list[str], region: str, cache: bool):
         if not case_ids:
             raise ConfigError("no cases given to train or validate on")
         self.prepared_dir, self.case_ids, self.region, self.cache = Path(prepared_dir), list(case_ids), region, cache
@@ -79,7 +81,7 @@ class PatchDataset(Dataset):
     """``patches_per_epoch`` patches; a share ``foreground_fraction`` is centred on a voxel of the region."""
 
     def __init__(self, store: CaseStore, patch_size, patches_per_epoch: int, foreground_fraction: float,
-                 seed: int, flip: bool = True):
+                 seed: int, flip: bool):
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ConfigError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         self.store, self.patch = store, tuple(int(p) for p in patch_size)

@@ -19,11 +19,11 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from agvq.data.prepared import write_prepared
-from agvq.errors import CaseError, ConfigError
+from agvq.io.prepared import write_prepared
+from agvq.config import PreprocessConfig
+from agvq.errors import CaseError
 from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import CaseFiles, scan_cases
-from agvq.io.naming import check_modalities
 from agvq.io.validation import CaseHeader, load_image, load_seg, validate_case
 from agvq.regions import REGIONS, get_convention, labels_to_regions
 
@@ -215,35 +215,19 @@ def _run_pool(headers: list[CaseHeader], task_args: tuple, workers: int, stop_ea
         bar.close()
 
 
-def _int_param(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum or (
-            maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ConfigError(f"preprocess {name} must be an integer {bounds}, got {value!r}")
-    return int(value)
-
-
-def preprocess_dataset(raw_dir: str | Path, out_dir: str | Path, modalities, margin: int, stride: int,
-                       on_error: str = "stop", workers: int = 1, require_labels: bool = True,
-                       compress_level: int = 1, progress: bool = True,
+def preprocess_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfig, progress: bool = True,
                        before_commit: Callable[[list[str]], None] | None = None) -> dict:
     """Prepare every case under ``raw_dir`` into ``out_dir`` (replaced whole, atomically); returns the report.
 
-    ``on_error``: "stop" raises the first failing case's CaseError (header problems of all cases are found
+    ``cfg.on_error``: "stop" raises the first failing case's CaseError (header problems of all cases are found
     before any data is read, so they come first; within each level the first case in sorted order);
-    "skip" leaves failing cases out and lists them in the report. ``workers`` 0 means all available cores.
+    "skip" leaves failing cases out and lists them in the report. ``cfg.workers`` 0 means all available cores.
     ``before_commit(case_ids)`` runs before the output is committed; raising there aborts the run cleanly.
     """
     t0 = time.perf_counter()
-    try:
-        modalities = check_modalities(modalities)
-    except ValueError as exc:
-        raise ConfigError(f"preprocess modalities: {exc}") from None
-    if on_error not in ("stop", "skip"):
-        raise ConfigError(f"preprocess on_error must be 'stop' or 'skip', got {on_error!r}")
-    margin, stride = _int_param("margin", margin, 0), _int_param("stride", stride, 1)
-    compress_level = _int_param("compress_level", compress_level, 0, 9)
-    workers = _int_param("workers", 0 if workers is None else workers, 0)
+    modalities, margin, stride = list(cfg.modalities), cfg.margin, cfg.stride
+    on_error, compress_level, require_labels, workers = cfg.on_error, cfg.compress_level, cfg.require_labels, \
+        cfg.workers
     if workers == 0:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     stop = on_error == "stop"

@@ -39,7 +39,8 @@ TISSUES: dict[str, tuple[float, float, float, float]] = {
     "et": (0.82, 2.00, 1.05, 1.20),
 }
 _T = {name: i for i, name in enumerate(TISSUES)}
-SEG_NCR, SEG_ED, SEG_ET = 1, 2, 4  # BraTS 2021 labels produced by make_phantom
+_BRATS2021 = get_convention("brats2021")
+SEG_NCR, SEG_ED, SEG_ET = _BRATS2021.ncr, _BRATS2021.ed, _BRATS2021.et  # make_phantom labels (agvq.regions)
 
 
 @functools.lru_cache(maxsize=64)
@@ -298,26 +299,6 @@ def _write_case(out_dir: str, case: str, shape: tuple[int, int, int], seed_seq: 
     return case
 
 
-def _check_params(count, shape, seed, naming, no_et_fraction, workers) -> tuple[int, ...]:
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ConfigError(f"synthesize.count must be a positive integer, got {count!r}")
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ConfigError(f"synthesize.shape must be a list of 3 integers, got {shape!r}") from None
-    if len(shape) != 3 or min(shape) < 16:
-        raise ConfigError(f"synthesize.shape must be 3 sizes of at least 16 voxels, got {list(shape)}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"synthesize.seed must be a non-negative integer, got {seed!r}")
-    if naming not in NAMINGS:
-        raise ConfigError(f"synthesize.naming must be one of {sorted(NAMINGS)}, got {naming!r}")
-    if not isinstance(no_et_fraction, (int, float)) or not 0.0 <= no_et_fraction <= 1.0:
-        raise ConfigError(f"synthesize.no_et_fraction must be in [0, 1], got {no_et_fraction!r}")
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-    return shape
-
-
 def plan_cases(count: int, seed: int, no_et_fraction: float) -> list[tuple[str, np.random.SeedSequence, bool]]:
     """(case id, its own seed sequence, no-ET flag) per case; exactly round(fraction * count) cases lack ET.
 
@@ -333,13 +314,16 @@ def plan_cases(count: int, seed: int, no_et_fraction: float) -> list[tuple[str, 
     return [(case, s[0], bool(flag)) for case, s, flag in zip(case_ids(count), streams, no_et)]
 
 
-def write_dataset(out_dir: str | Path, count: int, shape=(64, 64, 48), seed: int = 0, naming: str = "brats2021",
-                  no_et_fraction: float = 0.15, workers: int = 1, progress: bool = True) -> list[str]:
+def write_dataset(out_dir: str | Path, count: int, shape, seed: int, naming: str, no_et_fraction: float,
+                  workers: int, progress: bool = True) -> list[str]:
     """Write ``count`` phantom cases to ``out_dir`` (replaced whole, atomically); returns the case ids.
 
-    Same arguments give byte-identical files whatever ``workers`` is.
+    Arguments as validated by agvq.config.SynthesizeConfig. Same arguments give byte-identical files whatever
+    ``workers`` is.
     """
-    shape = _check_params(count, shape, seed, naming, no_et_fraction, workers)
+    if naming not in NAMINGS:
+        raise ConfigError(f"synthesize.naming must be one of {sorted(NAMINGS)}, got {naming!r}")
+    shape = tuple(int(s) for s in shape)
     plan = plan_cases(count, seed, no_et_fraction)
     with tqdm(total=count, desc="synthesize", unit="case", disable=not progress) as bar, atomic_dir(out_dir) as tmp:
         if workers == 1:

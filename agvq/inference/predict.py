@@ -11,18 +11,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from agvq.config import InferConfig
 from agvq.data.preprocess import prepare_case, uncrop
+from agvq.device import autocast
 from agvq.errors import ConfigError
-from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, sliding_window_probabilities
+from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, predict_region
 from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import discover_cases
 from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
 from agvq.models.loading import load_predictor_parts
-from agvq.regions import REGIONS, get_convention, regions_to_labels
-
-BLENDS = ("gaussian", "constant")
-
+from agvq.regions import get_convention, regions_to_labels
 
 @dataclass
 class RegionModel:
@@ -32,40 +31,12 @@ class RegionModel:
     contract: dict
 
 
-@dataclass
-class InferConfig:
-    """Sliding-window and thresholding settings (params ``infer``) and the crop of preprocessing."""
+@dataclass(frozen=True)
+class CropSettings:
+    """The crop of preprocessing (params ``preprocess.margin`` / ``preprocess.stride``), redone at inference."""
 
-    overlap: float = 0.5
-    blend: str = "gaussian"
-    sw_batch_size: int = 2
-    threshold: float = 0.5
-    margin: int = 2
-    stride: int = 16
-
-    def __post_init__(self) -> None:
-        def number(name: str, value, lo: float, hi: float | None = None, integer: bool = False) -> None:
-            kind = (int,) if integer else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind) or value < lo or (hi is not None and value >= hi):
-                bounds = f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g})"
-                raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} {bounds}, got {value!r}")
-
-        number("infer.overlap", self.overlap, 0.0, 1.0)
-        if self.blend not in BLENDS:
-            raise ConfigError(f"infer.blend must be one of {list(BLENDS)}, got {self.blend!r}")
-        number("infer.sw_batch_size", self.sw_batch_size, 1, integer=True)
-        number("infer.threshold", self.threshold, 0.0, 1.0)
-        number("preprocess.margin", self.margin, 0, integer=True)
-        number("preprocess.stride", self.stride, 1, integer=True)
-
-    @classmethod
-    def from_params(cls, infer: dict, preprocess: dict) -> "InferConfig":
-        """From the ``infer`` and ``preprocess`` sections of params.yaml."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"margin", "stride"}
-        unknown = sorted(set(infer or {}) - fields)
-        if unknown:
-            raise ConfigError(f"params infer has unknown keys {unknown}; allowed: {sorted(fields)}")
-        return cls(**(infer or {}), margin=preprocess.get("margin", 2), stride=preprocess.get("stride", 16))
+    margin: int
+    stride: int
 
 
 def _check_contract(path: Path, region: str, net: nn.Module, vqvae, bundle: dict) -> tuple[int, ...]:
@@ -97,7 +68,7 @@ def _check_contract(path: Path, region: str, net: nn.Module, vqvae, bundle: dict
     return tuple(int(p) for p in patch)
 
 
-def load_region_models(model_dir: str | Path, regions=REGIONS, device: torch.device = torch.device("cpu")):
+def load_region_models(model_dir: str | Path, regions, device: torch.device):
     """One model load per region: ``<model_dir>/<region>.pt`` -> an eval-mode predictor on ``device``.
 
     Raises ConfigError for a missing or unreadable file, a model of another region (or, two-stage, decoding
@@ -121,42 +92,42 @@ def load_region_models(model_dir: str | Path, regions=REGIONS, device: torch.dev
 
 @torch.inference_mode()
 def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
-                  device: torch.device) -> dict[str, np.ndarray]:
-    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off)."""
+                  device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off),
+    by the protocol validation uses during training (agvq.inference.predictors.predict_region)."""
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     masks = {}
     for region, m in models.items():
-        probs = sliding_window_probabilities(m.predictor, volume, m.patch_size, cfg.overlap, cfg.sw_batch_size,
-                                             cfg.blend)
-        masks[region] = (probs[0, 1] > cfg.threshold).cpu().numpy() & brain
+        with autocast(device, precision):
+            masks[region] = predict_region(m.predictor, volume, m.patch_size, brain, cfg)
     return masks
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                 device: torch.device) -> tuple[np.ndarray, dict]:
+                 crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
     """Label map on the original grid of one raw case (labels are never read) and the case properties."""
     unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
-    arrays, props = prepare_case(unlabelled, modalities, cfg.margin, cfg.stride, require_labels=False)
-    masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device)
+    arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
+    masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
     labels = regions_to_labels(masks, get_convention(props["convention"]))
     full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
     return full.astype(np.uint8), props
 
 
-def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig, out_dir,
-                  device: torch.device) -> list[str]:
+def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
+                  crop: CropSettings, out_dir, device: torch.device, precision: str) -> list[str]:
     """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
-        labels, props = predict_case(case_files, models, modalities, cfg, device)
+        labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
         write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
         written.append(case_files.case)
     return written
 
 
 def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regions, cfg: InferConfig,
-                  device: torch.device) -> list[str]:
+                  crop: CropSettings, device: torch.device, precision: str) -> list[str]:
     """Predict the cases ``case_ids`` of ``raw_dir`` (all discovered cases when None; labels not needed) into
     ``out_dir``, written whole or not at all."""
     cases = discover_cases(raw_dir, require_labels=False)
@@ -169,4 +140,4 @@ def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regio
     models = load_region_models(model_dir, regions, device)
     modalities = list(next(iter(models.values())).contract["modalities"])
     with atomic_dir(out_dir) as tmp:
-        return predict_cases(cases, models, modalities, cfg, tmp, device)
+        return predict_cases(cases, models, modalities, cfg, crop, tmp, device, precision)

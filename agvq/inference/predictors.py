@@ -6,9 +6,12 @@ stage-1 VQ-VAE itself (mask reconstruction).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
+
+from agvq.config import InferConfig
 
 
 class VQVAEReconstructor(nn.Module):
@@ -66,8 +69,8 @@ class SingleStagePredictor(nn.Module):
         return torch.softmax(self.model(image).float(), dim=1)
 
 
-def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, patch_size, overlap: float = 0.5,
-                                 sw_batch_size: int = 2, blend: str = "gaussian") -> torch.Tensor:
+def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, patch_size, overlap: float,
+                                 sw_batch_size: int, blend: str) -> torch.Tensor:
     """(1, C, X, Y, Z) volume -> (1, 2, X, Y, Z) blended probabilities (MONAI sliding_window_inference).
 
     A volume smaller than the patch along an axis is padded by MONAI and cropped back. A predictor with its own
@@ -81,3 +84,17 @@ def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, pat
         volume, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=int(sw_batch_size),
         predictor=predictor, overlap=float(overlap), mode=blend, progress=False,
     )
+
+
+def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
+                   protocol: InferConfig) -> np.ndarray:
+    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean mask
+    (X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``.
+
+    A predictor with ``whole_volume = True`` (whose output does not depend on what else is in its input, like the
+    stage-1 VQ-VAE with batch or no norm) sees the volume in one pass instead of windows.
+    """
+    roi = tuple(volume.shape[2:]) if getattr(predictor, "whole_volume", False) else tuple(patch_size)
+    probs = sliding_window_probabilities(predictor, volume, roi, protocol.overlap, protocol.sw_batch_size,
+                                         protocol.blend)
+    return (probs[0, 1] > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)

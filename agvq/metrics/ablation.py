@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from agvq.config.variants import VariantSpec, paper_order  # noqa: E402
 from agvq.errors import ConfigError  # noqa: E402
 from agvq.io.atomic import atomic_path  # noqa: E402
 from agvq.metrics.tables import METRICS  # noqa: E402
@@ -28,54 +29,20 @@ LABELS = {"hd95": "HD95", "dice": "Dice"}
 HIGHER_IS_BETTER = {"dice": True, "hd95": False}
 DECIMALS = {"dice": 3, "hd95": 2}
 YES, NO, NA = "✓", "✗", "–"
-FAMILIES = ("U-Net", "AG-UNet", "AG-VQ-VAE")
-SWITCH_ABBREV = {"attention_scaling": "AS", "soft_masking": "SM", "squeeze_excitation": "SE"}
 
 
-def model_name(spec: Mapping) -> str:
-    """Human name of a variant's model family: "U-Net", "AG-UNet" (single-stage) or "AG-VQ-VAE" (two-stage)."""
-    arch = str(spec.get("arch", "transformer"))
-    if arch == "unet":
-        return "U-Net"
-    if arch == "transformer":
-        return "AG-VQ-VAE" if spec.get("two_stage", True) else "AG-UNet"
-    return arch
-
-
-def _switch(spec: Mapping, key: str) -> bool | None:
-    """A transformer switch (missing = on, the backbone's default); None where the model has no attention blocks."""
-    return bool(spec.get(key, True)) if spec.get("arch", "transformer") == "transformer" else None
-
-
-def display_name(spec: Mapping) -> str:
-    """Model name plus the switched-off blocks, e.g. "AG-VQ-VAE w/o AS"."""
-    off = [abbrev for key, abbrev in SWITCH_ABBREV.items() if _switch(spec, key) is False]
-    return model_name(spec) + (" w/o " + ", ".join(off) if off else "")
-
-
-def _order(variants: Mapping[str, Mapping]) -> list[str]:
-    """Paper order: U-Net, then each family with its ablations first and the full model last."""
-    def key(item):
-        pos, (name, spec) = item
-        family = model_name(spec)
-        rank = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
-        return rank, sum(_switch(spec, k) is True for k in SWITCH_ABBREV), pos
-    return [name for _, (name, _) in sorted(enumerate(variants.items()), key=key)]
-
-
-def ablation_table(summaries: Mapping[str, dict], variants: Mapping[str, Mapping],
+def ablation_table(summaries: Mapping[str, dict], variants: Mapping[str, VariantSpec],
                    regions: Sequence[str]) -> pd.DataFrame:
     """One row per variant (paper order) with variant, model, label, stages, AS, SM, n_cases, ``<metric>_<region>``
     (the region means of the evaluate summary) and ``<metric>_mean`` (their average)."""
     rows = []
-    for name in _order(variants):
+    for name in paper_order(dict(variants)):
         spec = variants[name]
         if name not in summaries:
             raise ValueError(f"no evaluation summary for variant {name}")
         summary = summaries[name]
-        row = {"variant": name, "model": model_name(spec), "label": display_name(spec),
-               "stages": 2 if spec.get("two_stage", True) else 1,
-               "AS": _switch(spec, "attention_scaling"), "SM": _switch(spec, "soft_masking"),
+        row = {"variant": name, "model": spec.family, "label": spec.display_name, "stages": spec.stages,
+               "AS": spec.switch("attention_scaling"), "SM": spec.switch("soft_masking"),
                "n_cases": int(summary.get("n_cases", 0))}
         for metric in METRICS:
             for region in regions:
@@ -103,7 +70,7 @@ def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return values[idx].mean(axis=1)
 
 
-def bootstrap_ci(values, n_boot: int, seed: int, confidence: float = 0.95) -> dict:
+def bootstrap_ci(values, n_boot: int, seed: int, confidence: float) -> dict:
     """Mean of the finite ``values`` and its percentile bootstrap confidence interval: {mean, ci_low, ci_high, n}."""
     _check_bootstrap(n_boot, confidence)
     arr = np.asarray(values, dtype=np.float64)
@@ -126,7 +93,7 @@ def _region_values(cases: pd.DataFrame, metric: str, region: str, side: str) -> 
 
 
 def paired_bootstrap(cases_a: pd.DataFrame, cases_b: pd.DataFrame, metric: str, region: str, n_boot: int,
-                     seed: int, confidence: float = 0.95, names: tuple[str, str] = ("A", "B")) -> dict:
+                     seed: int, confidence: float, names: tuple[str, str] = ("A", "B")) -> dict:
     """Paired bootstrap of the mean per-case difference ``a - b`` of ``metric`` in ``region`` (paired by case id).
 
     Returns {mean_diff, ci_low, ci_high (percentile interval at ``confidence``), p_value (two-sided: twice the
@@ -153,7 +120,7 @@ def paired_bootstrap(cases_a: pd.DataFrame, cases_b: pd.DataFrame, metric: str, 
 
 
 def compare_to_main(cases: Mapping[str, pd.DataFrame], order: Sequence[str], main: str, regions: Sequence[str],
-                    n_boot: int, seed: int, confidence: float = 0.95) -> pd.DataFrame:
+                    n_boot: int, seed: int, confidence: float) -> pd.DataFrame:
     """Paired bootstrap of ``main`` against each other variant in ``order``: one row per variant, metric, region."""
     rows = []
     for other in (v for v in order if v != main):
@@ -169,7 +136,7 @@ def compare_to_main(cases: Mapping[str, pd.DataFrame], order: Sequence[str], mai
 
 
 def variant_intervals(cases: Mapping[str, pd.DataFrame], order: Sequence[str], regions: Sequence[str], n_boot: int,
-                      seed: int, confidence: float = 0.95) -> pd.DataFrame:
+                      seed: int, confidence: float) -> pd.DataFrame:
     """Mean and bootstrap CI of each variant, metric and region (the bar plot's bars and error bars)."""
     rows = []
     for variant in order:
@@ -247,7 +214,7 @@ def variant_colours(table: pd.DataFrame) -> dict[str, tuple]:
     return out
 
 
-def bar_plot(intervals: pd.DataFrame, table: pd.DataFrame, path: str | os.PathLike, confidence: float = 0.95) -> None:
+def bar_plot(intervals: pd.DataFrame, table: pd.DataFrame, path: str | os.PathLike, confidence: float) -> None:
     """PNG of ``variant_intervals`` output: two panels (HD95, Dice), bars grouped by region, one colour per variant
     (legend names and colours from the ablation ``table``), error bars = the bootstrap CI of the mean."""
     labels, colours = dict(zip(table["variant"], table["label"])), variant_colours(table)
@@ -315,8 +282,8 @@ def _load(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
     return summary, cases
 
 
-def ablation_report(eval_dir: str | os.PathLike, variants: Mapping[str, Mapping], regions: Sequence[str], main: str,
-                    n_boot: int, seed: int, confidence: float = 0.95) -> AblationReport:
+def ablation_report(eval_dir: str | os.PathLike, variants: Mapping[str, VariantSpec], regions: Sequence[str],
+                    main: str, n_boot: int, seed: int, confidence: float) -> AblationReport:
     """Read every variant's evaluation from ``eval_dir``; build the table, comparisons, intervals, JSON and markdown.
 
     Raises ConfigError naming the file for a missing or unreadable evaluation, and for mismatched case sets."""

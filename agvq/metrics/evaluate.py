@@ -105,8 +105,8 @@ def evaluate_predictions(
     raw_dir: str | os.PathLike,
     case_ids: Sequence[str],
     regions: Sequence[str],
-    empty_penalty: float = 373.13,
-    workers: int = 1,
+    empty_penalty: float,
+    workers: int,
 ) -> pd.DataFrame:
     """Dice and HD95 (mm, spacing from the ground-truth header) of ``<pred_dir>/<case>.nii.gz`` for each case.
 

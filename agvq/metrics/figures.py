@@ -37,8 +37,9 @@ def _overlay(ax, image: np.ndarray, seg: np.ndarray, convention: LabelConvention
     ax.axis("off")
 
 
-def qualitative_figure(rows: list[dict], path: str | Path, modality: str = "flair") -> None:
-    """``rows``: dicts with case, image (3D), truth and pred (3D label maps), convention, and optional dice text."""
+def qualitative_figure(rows: list[dict], path: str | Path) -> None:
+    """``rows``: dicts with case, modality (the name of the drawn image), image (3D), truth and pred (3D label
+    maps), convention, and an optional caption."""
     if not rows:
         raise ValueError("no cases to draw")
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
@@ -46,7 +47,7 @@ def qualitative_figure(rows: list[dict], path: str | Path, modality: str = "flai
         z = tumour_slice(row["truth"], row["pred"])
         image = row["image"][:, :, z]
         ax_row[0].imshow(image.T, cmap="gray", origin="lower")
-        ax_row[0].set_title(f"{row['case']} {modality} z={z}", fontsize=9)
+        ax_row[0].set_title(f"{row['case']} {row['modality']} z={z}", fontsize=9)
         ax_row[0].axis("off")
         _overlay(ax_row[1], image, row["truth"][:, :, z], row["convention"], "ground truth")
         _overlay(ax_row[2], image, row["pred"][:, :, z], row["convention"], f"prediction {row.get('caption', '')}")
@@ -67,7 +68,7 @@ def pick_cases(cases_df, n: int) -> list[str]:
     return list(dict.fromkeys(picks))[:n]
 
 
-def draw_evaluation(cases_df, pred_dir, truth_files: dict, path, n: int = 3) -> None:
+def draw_evaluation(cases_df, pred_dir, truth_files: dict, path, n: int) -> None:
     """Draw ``n`` evaluated cases (``truth_files``: case -> CaseFiles) into one PNG at ``path``."""
     from agvq.io.nifti import read_volume
     from agvq.regions import get_convention
@@ -78,8 +79,8 @@ def draw_evaluation(cases_df, pred_dir, truth_files: dict, path, n: int = 3) -> 
         modality = "flair" if "flair" in files.images else sorted(files.images)[0]
         mean_dice = cases_df.loc[cases_df["case"] == case, "dice"].mean()
         rows.append({
-            "case": case, "image": read_volume(files.images[modality]).data.astype(np.float32),
+            "case": case, "modality": modality, "image": read_volume(files.images[modality]).data.astype(np.float32),
             "truth": read_volume(files.seg).data, "pred": read_volume(Path(pred_dir) / f"{case}.nii.gz").data,
             "convention": get_convention(files.convention), "caption": f"(mean Dice {mean_dice:.2f})",
         })
-    qualitative_figure(rows, path, modality="flair")
+    qualitative_figure(rows, path)

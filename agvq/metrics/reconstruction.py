@@ -7,14 +7,16 @@ import torch
 from tqdm.auto import tqdm
 
 from agvq.data.dataset import CaseStore
-from agvq.inference.predictors import VQVAEReconstructor, sliding_window_probabilities
+from agvq.config import InferConfig
+from agvq.inference.predictors import VQVAEReconstructor, predict_region
 from agvq.metrics.segmentation import region_metrics
 
 
 @torch.inference_mode()
-def reconstruction_report(vqvae: torch.nn.Module, store: CaseStore, patch_size, overlap: float = 0.25,
-                          empty_penalty: float = 373.13) -> dict:
-    """Per-case reconstruction metrics of ``store``'s region masks plus codebook usage over all their codes."""
+def reconstruction_report(vqvae: torch.nn.Module, store: CaseStore, patch_size, protocol: InferConfig,
+                          empty_penalty: float) -> dict:
+    """Per-case reconstruction metrics of ``store``'s region masks (predicted by ``protocol``, the one of inference
+    and validation) plus codebook usage over all their codes."""
     vqvae.eval()
     reconstructor = VQVAEReconstructor(vqvae)
     counts = torch.zeros(vqvae.quantizer.num_embeddings, dtype=torch.float64)
@@ -22,9 +24,8 @@ def reconstruction_report(vqvae: torch.nn.Module, store: CaseStore, patch_size, 
     for i in tqdm(range(len(store)), desc="reconstruct", unit="case", mininterval=2.0):
         case = store[i]
         mask = torch.from_numpy(case.mask[None, None].astype(np.float32))
-        roi = mask.shape[2:] if reconstructor.whole_volume else patch_size
-        probs = sliding_window_probabilities(reconstructor, mask, roi, overlap)
-        scores = region_metrics((probs[0, 1] > 0.5).numpy(), case.mask.astype(bool), case.spacing, empty_penalty)
+        pred = predict_region(reconstructor, mask, patch_size, case.brain, protocol)
+        scores = region_metrics(pred, case.mask.astype(bool), case.spacing, empty_penalty)
         rows.append({"case": case.case, "dice": scores["dice"], "hd95": scores["hd95"],
                      "convention": scores["convention"]})
         codes = vqvae.encode_indices(mask)

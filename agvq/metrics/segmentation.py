@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from agvq.metrics.surface import bounding_box, hd95, union_box
-from agvq.regions import REGIONS, LabelConvention, get_convention, labels_to_regions, unknown_labels
+from agvq.regions import LabelConvention, get_convention, labels_to_regions, unknown_labels
 
 CONVENTIONS = ("both_empty", "pred_empty", "truth_empty")
 """Names of the empty-mask conventions, as they appear in the ``convention`` column."""
@@ -41,7 +41,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def region_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], empty_penalty: float = 373.13
+    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], empty_penalty: float
 ) -> dict:
     """Dice, HD95 and the convention applied for one pair of boolean region masks."""
     n_pred, n_truth = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
@@ -64,8 +64,8 @@ def case_metrics(
     truth_labels: np.ndarray,
     convention: str | LabelConvention,
     spacing: Sequence[float],
-    regions: Sequence[str] = REGIONS,
-    empty_penalty: float = 373.13,
+    regions: Sequence[str],
+    empty_penalty: float,
 ) -> list[dict]:
     """One row per region: {region, dice, hd95, convention, pred_empty, truth_empty, pred_voxels, truth_voxels}.
 

@@ -47,7 +47,7 @@ class AttentionScaling(nn.Module):
 class SqueezeExcitation(nn.Module):
     """Squeeze-excitation over channels: ``g = sigmoid(W2 relu(W1 mean_tokens(x)))``, ``y = g * x`` per channel."""
 
-    def __init__(self, dim: int, reduction: int = 4):
+    def __init__(self, dim: int, reduction: int):
         super().__init__()
         if reduction <= 0 or dim < reduction:
             raise ValueError(f"squeeze-excitation reduction ({reduction}) must be in 1..dim ({dim})")
@@ -78,7 +78,7 @@ class SoftMasking(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention on (B, N, dim) through ``F.scaled_dot_product_attention`` (flash/SDPA kernels)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         _check_heads(dim, heads)
         self.heads, self.dropout = heads, dropout
@@ -99,9 +99,8 @@ class TransformerBlock(nn.Module):
     ``x = LN(x + attn(x)); x = LN(x + mlp(x))``, then AS, SE and SM in that order, each only when switched on.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4, dropout: float = 0.0,
-                 attention_scaling: bool = True, squeeze_excitation: bool = True, soft_masking: bool = False,
-                 se_reduction: int = 4):
+    def __init__(self, dim: int, heads: int, *, mlp_ratio: float, dropout: float, attention_scaling: bool,
+                 squeeze_excitation: bool, soft_masking: bool, se_reduction: int):
         super().__init__()
         _check_heads(dim, heads)
         hidden = int(round(dim * mlp_ratio))

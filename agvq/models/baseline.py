@@ -16,8 +16,8 @@ class UNetBaseline(nn.Module):
 
     kind = "unet"
 
-    def __init__(self, in_channels: int, out_channels: int = 2, channels: Sequence[int] = (16, 32, 64, 128),
-                 strides: Sequence[int] = (2, 2, 2), num_res_units: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 num_res_units: int):
         super().__init__()
         if len(channels) != len(strides) + 1:
             raise ValueError(f"unet needs one more channel width than strides, got channels {list(channels)} "
@@ -36,9 +36,3 @@ class UNetBaseline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_spatial(x, self.stride)
         return self.net(x)
-
-
-def build_unet(in_channels: int, out_channels: int = 2, channels: Sequence[int] = (16, 32, 64, 128),
-               strides: Sequence[int] = (2, 2, 2), num_res_units: int = 1) -> UNetBaseline:
-    """The MONAI U-Net baseline: logits (B, out_channels, X, Y, Z) at full resolution."""
-    return UNetBaseline(in_channels, out_channels, channels, strides, num_res_units)

@@ -31,7 +31,7 @@ def check_spatial(x: torch.Tensor, stride: int) -> None:
 class PositionEmbedding3D(nn.Module):
     """Learned position embedding on a reference token grid, trilinearly resampled to the current grid."""
 
-    def __init__(self, dim: int, grid: Sequence[int] = (4, 4, 4)):
+    def __init__(self, dim: int, grid: Sequence[int]):
         super().__init__()
         if len(grid) != 3 or min(grid) < 1:
             raise ValueError(f"position grid must be three positive sizes, got {list(grid)}")
@@ -50,10 +50,9 @@ class AttentionBackbone(nn.Module):
 
     stride = 16
 
-    def __init__(self, in_channels: int, channels: Sequence[int] = (16, 32, 64), dim: int = 64, depth: int = 4,
-                 heads: int = 4, mlp_ratio: float = 4, dropout: float = 0.0, attention_scaling: bool = True,
-                 squeeze_excitation: bool = True, soft_mask_blocks: Sequence[int] = (2, 3), se_reduction: int = 4,
-                 pos_grid: Sequence[int] = (4, 4, 4)):
+    def __init__(self, *, in_channels: int, channels: Sequence[int], dim: int, depth: int, heads: int,
+                 mlp_ratio: float, dropout: float, attention_scaling: bool, squeeze_excitation: bool,
+                 soft_mask_blocks: Sequence[int], se_reduction: int, pos_grid: Sequence[int]):
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be positive, got {in_channels}")
@@ -72,7 +71,7 @@ class AttentionBackbone(nn.Module):
         self.pos = PositionEmbedding3D(dim, pos_grid)
         sm = {int(i) for i in soft_mask_blocks}
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, mlp_ratio, dropout, attention_scaling=attention_scaling,
+            TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, attention_scaling=attention_scaling,
                              squeeze_excitation=squeeze_excitation, soft_masking=i in sm, se_reduction=se_reduction)
             for i in range(depth))
         self.up8 = UnetUpBlock(3, dim, c8, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
@@ -135,7 +134,7 @@ class AGUNet(nn.Module):
     kind = "agunet"
     stride = 16
 
-    def __init__(self, out_channels: int = 2, **backbone: Any):
+    def __init__(self, out_channels: int, **backbone: Any):
         super().__init__()
         if out_channels < 1:
             raise ValueError(f"out_channels must be positive, got {out_channels}")

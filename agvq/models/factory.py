@@ -1,17 +1,15 @@
-"""Build the stage-2 / single-stage model of a variant from params, and rebuild one from a checkpoint's config."""
+"""Build the stage-2 / single-stage model of a variant from params, and rebuild one from a model file's config."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from agvq.config import CondModelConfig, VariantSpec, to_dict
 from agvq.errors import ConfigError
 from agvq.models.baseline import UNetBaseline
 from agvq.models.conditional import AGUNet, CodePredictor
 
-SWITCHES = ("attention_scaling", "soft_masking", "squeeze_excitation")
-VARIANT_KEYS = ("two_stage", "arch") + SWITCHES
-ARCHS = ("transformer", "unet")
 KINDS: dict[str, Callable[..., nn.Module]] = {
     CodePredictor.kind: CodePredictor,
     AGUNet.kind: AGUNet,
@@ -26,50 +24,36 @@ def _construct(kind: str, config: Mapping[str, Any]) -> nn.Module:
         raise ConfigError(f"cannot build a {kind} model: {exc}") from None
 
 
-def build_model(variant: Mapping[str, Any], model_cfg: Mapping[str, Any], in_channels: int,
+def backbone_kwargs(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: int) -> dict[str, Any]:
+    """AttentionBackbone keywords: ``cond.model.backbone`` with the variant's switches applied (soft masking off
+    empties ``soft_mask_blocks``)."""
+    kwargs = to_dict(model_cfg.backbone)
+    kwargs.update(in_channels=int(in_channels), attention_scaling=spec.switch("attention_scaling"),
+                  squeeze_excitation=spec.switch("squeeze_excitation"))
+    if not spec.switch("soft_masking"):
+        kwargs["soft_mask_blocks"] = []
+    elif not kwargs["soft_mask_blocks"]:
+        raise ConfigError("variant has soft_masking on but cond.model.backbone.soft_mask_blocks is empty")
+    return kwargs
+
+
+def build_model(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: int,
                 num_embeddings: int | None = None) -> nn.Module:
-    """Model of one variant.
-
-    ``variant``: {two_stage: bool, arch: transformer|unet, attention_scaling, soft_masking, squeeze_excitation}
-    (the switches only for arch transformer; a missing switch keeps the backbone's own setting, soft_masking false
-    empties ``soft_mask_blocks``). ``model_cfg``: {backbone: {...AttentionBackbone kwargs}, unet: {...build_unet
-    kwargs}}. two_stage -> CodePredictor (needs ``num_embeddings``); single-stage transformer -> AGUNet; unet ->
-    the MONAI U-Net baseline.
-    """
-    unknown = sorted(set(variant) - set(VARIANT_KEYS))
-    if unknown:
-        raise ConfigError(f"variant has unknown keys {unknown}; allowed: {list(VARIANT_KEYS)}")
-    arch = variant.get("arch", "transformer")
-    if arch not in ARCHS:
-        raise ConfigError(f"variant arch {arch!r} is not one of {list(ARCHS)}")
-    two_stage = bool(variant.get("two_stage", True))
-    if arch == "unet":
-        if two_stage:
-            raise ConfigError("variant arch 'unet' is a single-stage baseline; set two_stage: false")
-        on = [k for k in SWITCHES if variant.get(k)]
-        if on:
-            raise ConfigError(f"variant arch 'unet' has no attention blocks; remove {on}")
-        return _construct(UNetBaseline.kind, {**dict(model_cfg.get("unet") or {}), "in_channels": in_channels})
-
-    backbone = dict(model_cfg.get("backbone") or {})
-    for key in ("attention_scaling", "squeeze_excitation"):
-        if key in variant:
-            backbone[key] = bool(variant[key])
-    if "soft_masking" in variant:
-        if not variant["soft_masking"]:
-            backbone["soft_mask_blocks"] = []
-        elif not backbone.get("soft_mask_blocks", True):
-            raise ConfigError("variant has soft_masking on but model backbone.soft_mask_blocks is empty")
-    backbone["in_channels"] = in_channels
-    if two_stage:
+    """Model of one variant: two-stage -> CodePredictor (needs the stage-1 ``num_embeddings``); single-stage
+    transformer -> AGUNet; ``arch: unet`` -> the MONAI U-Net baseline."""
+    if spec.arch == "unet":
+        return _construct(UNetBaseline.kind, {**to_dict(model_cfg.unet), "in_channels": in_channels,
+                                              "out_channels": 2})
+    kwargs = backbone_kwargs(spec, model_cfg, in_channels)
+    if spec.two_stage:
         if num_embeddings is None:
             raise ConfigError("a two-stage variant needs num_embeddings (the stage-1 codebook size)")
-        return _construct(CodePredictor.kind, {**backbone, "num_embeddings": num_embeddings})
-    return _construct(AGUNet.kind, backbone)
+        return _construct(CodePredictor.kind, {**kwargs, "num_embeddings": num_embeddings})
+    return _construct(AGUNet.kind, {**kwargs, "out_channels": 2})
 
 
 def rebuild(kind: str, config: Mapping[str, Any]) -> nn.Module:
-    """Rebuild a model from ``model.kind`` and ``model.config()`` as saved in a checkpoint (weights not loaded)."""
+    """Rebuild a model from ``model.kind`` and ``model.config()`` as saved in a model file (weights not loaded)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(KINDS)}")
     return _construct(kind, config)

@@ -1,4 +1,4 @@
-"""Load trained models from their self-describing files (see agvq.training.checkpoint)."""
+"""Load trained models from their self-describing files (format: agvq.io.model_file)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from torch import nn
 from agvq.errors import ConfigError
 from agvq.models.factory import rebuild
 from agvq.models.vqvae import MaskVQVAE
-from agvq.training.checkpoint import check_model_file, load
+from agvq.io.model_file import check_model_file, load
 
 
 def vqvae_from_bundle(bundle: dict) -> MaskVQVAE:

@@ -24,7 +24,7 @@ class MaskLoss(nn.Module):
     whose masks are empty (e.g. cases without enhancing tumour) still gives a meaningful loss.
     """
 
-    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 0.0):
+    def __init__(self, dice_weight: float, ce_weight: float):
         super().__init__()
         if dice_weight < 0 or ce_weight < 0 or dice_weight + ce_weight <= 0:
             raise ConfigError(f"mask loss: weights must be >= 0 and not both 0, got dice_weight={dice_weight}, "
@@ -51,8 +51,7 @@ class CodeLoss(nn.Module):
     code) both terms are weighted averages, each voxel weighted by the weight of its target code.
     """
 
-    def __init__(self, focal_weight: float = 1.0, ce_weight: float = 1.0, gamma: float = 2.0,
-                 code_weights: torch.Tensor | None = None):
+    def __init__(self, focal_weight: float, ce_weight: float, gamma: float, code_weights: torch.Tensor | None = None):
         super().__init__()
         if focal_weight < 0 or ce_weight < 0 or focal_weight + ce_weight <= 0 or gamma < 0:
             raise ConfigError(f"code loss: weights must be >= 0 and not both 0 and gamma >= 0, got "

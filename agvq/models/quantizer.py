@@ -101,14 +101,15 @@ class EMAVectorQuantizer(nn.Module):
         self,
         num_embeddings: int,
         embedding_dim: int,
-        commitment: float = 0.25,
-        decay: float = 0.99,
-        epsilon: float = 1e-5,
-        dead_code_threshold: float = 1.0,
-        kmeans_iters: int = 10,
-        kmeans_init: bool = True,
-        kmeans_max_vectors: int = 16384,
-        reseed: str = "error",
+        *,
+        commitment: float,
+        decay: float,
+        epsilon: float,
+        dead_code_threshold: float,
+        kmeans_iters: int,
+        kmeans_init: bool,
+        kmeans_max_vectors: int,
+        reseed: str,
     ):
         super().__init__()
         if num_embeddings < 1 or embedding_dim < 1:

@@ -11,9 +11,8 @@ from torch import nn
 from agvq.errors import ConfigError
 from agvq.models.quantizer import EMAVectorQuantizer
 
-_QUANTIZER_DEFAULTS = {n: p.default for n, p in inspect.signature(EMAVectorQuantizer.__init__).parameters.items()
-                       if n not in ("self", "num_embeddings", "embedding_dim")}
-_QUANTIZER_KEYS = list(_QUANTIZER_DEFAULTS)
+_QUANTIZER_KEYS = [n for n, p in inspect.signature(EMAVectorQuantizer.__init__).parameters.items()
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY]
 _NORMS = ("none", "batch", "instance", "group")
 
 
@@ -46,8 +45,8 @@ class MaskVQVAE(nn.Module):
         res_blocks: residual units per level, in the encoder and in the decoder.
         latent_dim: code dimension.
         num_embeddings: codebook size.
-        quantizer: extra EMAVectorQuantizer keywords (commitment, decay, epsilon, dead_code_threshold,
-            kmeans_iters, kmeans_init, kmeans_max_vectors).
+        quantizer: every EMAVectorQuantizer keyword (commitment, decay, epsilon, dead_code_threshold,
+            kmeans_iters, kmeans_init, kmeans_max_vectors, reseed).
         norm: "none", "batch", "instance" or "group". "none" and "batch" (running statistics at eval) keep the
             encoder local, so a region's codes do not depend on what else is in the patch or volume; instance and
             group norm make them depend on the whole input.
@@ -57,16 +56,17 @@ class MaskVQVAE(nn.Module):
 
     def __init__(
         self,
-        channels: Sequence[int] = (16, 32),
-        res_blocks: int = 1,
-        latent_dim: int = 16,
-        num_embeddings: int = 64,
-        quantizer: dict[str, Any] | None = None,
-        norm: str = "batch",
+        *,
+        channels: Sequence[int],
+        res_blocks: int,
+        latent_dim: int,
+        num_embeddings: int,
+        quantizer: dict[str, Any],
+        norm: str,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
-        quantizer = dict(quantizer or {})
+        quantizer = dict(quantizer)
         if len(channels) != 2 or min(channels) < 1:
             raise ConfigError(f"stage1 model: channels must list two positive widths (1/2 and 1/4 resolution), "
                               f"got {list(channels)}")
@@ -77,7 +77,9 @@ class MaskVQVAE(nn.Module):
         unknown = sorted(set(quantizer) - set(_QUANTIZER_KEYS))
         if unknown:
             raise ConfigError(f"stage1 model: unknown quantizer keys {unknown}; allowed: {_QUANTIZER_KEYS}")
-        quantizer = {**_QUANTIZER_DEFAULTS, **quantizer}
+        missing = sorted(set(_QUANTIZER_KEYS) - set(quantizer))
+        if missing:
+            raise ConfigError(f"stage1 model: quantizer settings {missing} are missing")
         self._config = {"channels": list(channels), "res_blocks": int(res_blocks), "latent_dim": int(latent_dim),
                         "num_embeddings": int(num_embeddings), "quantizer": quantizer, "norm": norm}
         c1, c2 = channels

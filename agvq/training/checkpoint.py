@@ -1,37 +1,13 @@
-"""Checkpoints: atomic saves, RNG-state capture, and the self-describing model file other stages load.
-
-A model file is a plain dict of tensors and JSON-like values (loadable with ``torch.load(weights_only=True)``):
-``{"format", "kind", "config", "state_dict", "contract", "metrics", "extra"}``. No pickled classes.
-"""
+"""Resume state of a training run: RNG-state capture and restore, and the size of a state on disk. Saving and
+loading go through the model-file I/O of agvq.io.model_file (atomic ``torch.save``, ``weights_only`` loads)."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from agvq.errors import ConfigError
-from agvq.io.atomic import atomic_path
-
-FORMAT = "agvq-model/1"
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load(path: str | Path, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
-
+from agvq.io.model_file import load, save_atomic  # noqa: F401  (re-exported for the loop)
 
 def rng_state() -> dict:
     """This process's Python, NumPy, torch CPU and (when CUDA is in use) current-GPU generator states."""
@@ -74,26 +50,3 @@ def state_nbytes(state: dict) -> int:
     if isinstance(state, (list, tuple)):
         return sum(state_nbytes(v) for v in state)
     return 0
-
-
-def model_file(kind: str, model: torch.nn.Module, contract: dict, metrics: dict | None = None,
-               extra: dict | None = None) -> dict:
-    """Bundle a trained model with what is needed to rebuild and use it."""
-    return {
-        "format": FORMAT,
-        "kind": kind,
-        "config": model.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "contract": contract,
-        "metrics": metrics or {},
-        "extra": extra or {},
-    }
-
-
-def check_model_file(bundle: dict, path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict:
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not an agvq model file (format {FORMAT})")
-    kinds = (kind,) if isinstance(kind, str) else kind
-    if kinds and bundle["kind"] not in kinds:
-        raise ConfigError(f"{path} holds a {bundle['kind']!r} model, expected {' or '.join(kinds)}")
-    return bundle

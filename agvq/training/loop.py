@@ -33,14 +33,16 @@ from tqdm.auto import tqdm
 from agvq.data.dataset import CaseStore, PatchDataset
 from agvq.errors import ConfigError, TrainingError
 from agvq.io.atomic import atomic_path, ensure_writable
+from agvq.config import TrainConfig
 from agvq.training import checkpoint
-from agvq.training.config import METRIC_DIRECTIONS, TrainConfig
 from agvq.training.runtime import Runtime
-from agvq.training.validation import validate
+from agvq.training.validation import ValidationProtocol, validate
 
 log = logging.getLogger(__name__)
 
 MIN_FREE_BYTES = 50 * 2**20
+METRIC_DIRECTIONS = {"dice": "max", "hd95": "min"}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
 @dataclass
@@ -57,7 +59,8 @@ def _scheduler(optimizer, cfg: TrainConfig):
         if epoch < cfg.warmup_epochs:
             return (epoch + 1) / (cfg.warmup_epochs + 1)
         span = max(cfg.epochs - cfg.warmup_epochs, 1)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span)) * 0.95 + 0.05
+        cosine = 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+        return cosine * (1.0 - cfg.lr_floor) + cfg.lr_floor
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -91,7 +94,7 @@ def write_curve(history: list[dict], path: str | Path) -> None:
 
 
 def train_step(task, model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, rt: Runtime, grad_clip: float = 0.0,
+               scaler: torch.amp.GradScaler, rt: Runtime, grad_clip: float,
                where: str = "") -> tuple[torch.Tensor, dict]:
     """One optimisation step on a batch already on the device: autocast forward, (scaled) backward, optional
     gradient clipping, optimiser step. Returns (loss averaged over ranks, task logs).
@@ -132,11 +135,11 @@ class _Subset:
         return self.store[self.indices[i]]
 
 
-def validate_sharded(predictor: torch.nn.Module, store: CaseStore, val_input, cfg: TrainConfig,
+def validate_sharded(predictor: torch.nn.Module, store: CaseStore, val_input, protocol: ValidationProtocol,
                      rt: Runtime) -> dict:
     """Per-case validation spread over the ranks (case i on rank i % world), averaged in case order, so every rank
     gets the numbers a single process computes."""
-    mine = [(i, validate(predictor, _Subset(store, [i]), val_input, cfg, rt))
+    mine = [(i, validate(predictor, _Subset(store, [i]), val_input, protocol, rt))
             for i in range(rt.rank, len(store), rt.world_size)]
     cases = sorted((c for part in _gather(mine, rt) for c in part), key=lambda c: c[0])
     keys = list(cases[0][1]) if cases else []
@@ -223,9 +226,11 @@ def _restore_rng(saved, rt: Runtime, desc: str) -> None:
     checkpoint.set_rng_state(states[rt.rank] if len(states) == rt.world_size else states[0])
 
 
-def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, rt: Runtime, run_dir: str | Path,
-        curve_path: str | Path | None, seed: int, fingerprint: str, desc: str = "train") -> FitResult:
-    """Train ``task.model`` and return the best weights by ``cfg.val_metric`` on the validation cases.
+def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, protocol: ValidationProtocol,
+        rt: Runtime, run_dir: str | Path, curve_path: str | Path | None, seed: int, fingerprint: str,
+        desc: str) -> FitResult:
+    """Train ``task.model`` and return the best weights by ``cfg.val_metric`` on the validation cases, predicted
+    and scored by ``protocol`` (the one infer + evaluate apply).
 
     On every rank ``best_state`` is the best epoch's weights (CPU tensors); ``run_dir/last.pt`` is the resume state.
     """
@@ -240,7 +245,7 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, rt
     _preflight(model, run_dir, rt)
     params = [p for p in model.parameters() if p.requires_grad]
     # the fused kernel updates all parameters in one pass (CPU and CUDA): ~10% of a small model's step on CPU
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    optimizer = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     scheduler = _scheduler(optimizer, cfg)
     scaler = rt.grad_scaler()
     history, best, best_epoch, best_state, start_epoch, elapsed = [], None, 0, None, 0, 0.0
@@ -299,9 +304,9 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, rt
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update({k: v / max(steps, 1) for k, v in sums.items()})
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            scores = validate_sharded(task.predictor(model), val_store, task.val_input, cfg, rt)
+            scores = validate_sharded(task.predictor(model), val_store, task.val_input, protocol, rt)
             row.update({f"val_{k}": v for k, v in scores.items()})
-            value = scores[cfg.val_metric] if cfg.val_metric != "loss" else row["train_loss"]
+            value = scores[cfg.val_metric]
             if _improved(value, best, cfg.val_metric):
                 best, best_epoch = value, epoch + 1
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -8,13 +8,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from agvq.config import TrainConfig
 from agvq.data.dataset import CaseStore
 from agvq.errors import ConfigError
 from agvq.io.atomic import ensure_writable, write_json
-from agvq.training import checkpoint
-from agvq.training.config import TrainConfig
+from agvq.io.model_file import model_file, save_atomic
+from agvq.io.splits import read_splits
 from agvq.training.loop import fit, finish_run
 from agvq.training.runtime import Runtime
+from agvq.training.validation import ValidationProtocol
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +34,6 @@ class TrainingPaths:
     def from_args(cls, args) -> "TrainingPaths":
         return cls(Path(args.prepared), Path(args.splits), Path(args.out), Path(args.metrics), Path(args.curve),
                    Path(args.run_dir))
-
-
-def load_splits(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"splits file {path} not found (run the preprocess stage first)")
-    splits = json.loads(path.read_text())
-    for key in ("train", "val", "test"):
-        if key not in splits:
-            raise ConfigError(f"splits file {path} has no {key!r} list")
-    if not splits["train"] or not splits["val"]:
-        raise ConfigError(f"splits file {path} needs at least one train and one val case")
-    return splits
 
 
 def prepared_modalities(prepared: str | Path) -> list[str]:
@@ -73,16 +62,19 @@ def fingerprint(paths: TrainingPaths, identity: dict, extra_files=()) -> str:
     return h.hexdigest()
 
 
-def train_and_save(task, kind: str, region: str, cfg: TrainConfig, rt: Runtime, paths: TrainingPaths, seed: int,
-                   identity: dict, contract: dict, extra_files=(), extra: dict | None = None, desc: str = "train"):
-    """Train ``task`` on the train split, pick the best epoch on val, and write model, contract, metrics, curve."""
+def train_and_save(task, kind: str, region: str, cfg: TrainConfig, protocol: ValidationProtocol, rt: Runtime,
+                   paths: TrainingPaths, seed: int, identity: dict, contract: dict, desc: str, extra_files=(),
+                   extra: dict | None = None):
+    """Train ``task`` on the train split, pick the best epoch on val (by ``protocol``, the infer + evaluate
+    protocol), and write model, contract, metrics, curve."""
     if rt.is_main:
         ensure_writable([paths.model, paths.metrics, paths.curve, paths.run_dir / "last.pt"])
-    splits = load_splits(paths.splits)
+    splits = read_splits(paths.splits, need=("train", "val"))
     train = CaseStore(paths.prepared, splits["train"], region, cache=cfg.cache)
     val = CaseStore(paths.prepared, splits["val"], region, cache=cfg.cache)
     fp = fingerprint(paths, identity, extra_files)
-    result = fit(task, train, val, cfg, rt, paths.run_dir, paths.curve if rt.is_main else None, seed, fp, desc)
+    result = fit(task, train, val, cfg, protocol, rt, paths.run_dir, paths.curve if rt.is_main else None, seed, fp,
+                 desc)
     if rt.is_main:
         task.model.load_state_dict(result.best_state)
         metrics = {
@@ -94,7 +86,7 @@ def train_and_save(task, kind: str, region: str, cfg: TrainConfig, rt: Runtime, 
         contract = {"kind": kind, "region": region, "in_channels": train.in_channels,
                     "modalities": prepared_modalities(paths.prepared), "train_seconds": round(result.seconds, 2),
                     "patch_size": list(cfg.patch_size), **contract}
-        checkpoint.save_atomic(checkpoint.model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
+        save_atomic(model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
         write_json(paths.model.with_suffix(".json"), contract)
         write_json(paths.metrics, metrics)
         log.info("%s: best epoch %d, %s", desc, result.best_epoch,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agvq.config import CondLossConfig, MaskLossConfig
 from agvq.errors import ConfigError
 from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor
 from agvq.models.losses import CodeLoss, MaskLoss
@@ -25,9 +26,9 @@ def freeze(module: nn.Module) -> nn.Module:
 class VQVAETask:
     kind = "vqvae"
 
-    def __init__(self, model: nn.Module, dice_weight: float = 1.0, ce_weight: float = 1.0):
+    def __init__(self, model: nn.Module, loss: MaskLossConfig):
         self.model = model
-        self.loss = MaskLoss(dice_weight=dice_weight, ce_weight=ce_weight)
+        self.loss = MaskLoss(dice_weight=loss.dice_weight, ce_weight=loss.ce_weight)
 
     def forward_loss(self, model: nn.Module, batch: dict):
         out = model(batch["mask"])
@@ -62,11 +63,11 @@ def code_balance_weights(usage: torch.Tensor, power: float) -> torch.Tensor:
 class CodeTask:
     kind = "code_predictor"
 
-    def __init__(self, model: nn.Module, vqvae: nn.Module, focal_weight: float = 1.0, ce_weight: float = 1.0,
-                 gamma: float = 2.0, code_balance: float = 0.0):
+    def __init__(self, model: nn.Module, vqvae: nn.Module, loss: CondLossConfig):
         self.model, self.vqvae = model, freeze(vqvae)
-        weights = code_balance_weights(vqvae.quantizer.cluster_size, code_balance) if code_balance else None
-        self.loss = CodeLoss(focal_weight=focal_weight, ce_weight=ce_weight, gamma=gamma, code_weights=weights)
+        weights = code_balance_weights(vqvae.quantizer.cluster_size, loss.code_balance) if loss.code_balance else None
+        self.loss = CodeLoss(focal_weight=loss.focal_weight, ce_weight=loss.ce_weight, gamma=loss.gamma,
+                             code_weights=weights)
 
     @torch.no_grad()
     def targets(self, mask: torch.Tensor) -> torch.Tensor:
@@ -93,9 +94,9 @@ class CodeTask:
 class SegmentationTask:
     kind = "segmentation"
 
-    def __init__(self, model: nn.Module, dice_weight: float = 1.0, ce_weight: float = 1.0):
+    def __init__(self, model: nn.Module, loss: CondLossConfig):
         self.model = model
-        self.loss = MaskLoss(dice_weight=dice_weight, ce_weight=ce_weight)
+        self.loss = MaskLoss(dice_weight=loss.dice_weight, ce_weight=loss.ce_weight)
 
     def forward_loss(self, model: nn.Module, batch: dict):
         return self.loss(model(batch["image"]).float(), batch["mask"]), {}

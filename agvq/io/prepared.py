@@ -31,7 +31,7 @@ class PreparedCase:
     props: dict
 
 
-def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compress_level: int = 1) -> None:
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compress_level: int) -> None:
     """Write ``arrays`` as a compressed .npz atomically (NumPy's own member layout; readable by ``np.load``).
 
     ``compress_level`` 1..9 trades speed for size (``np.savez_compressed`` uses 6; 1 is about 3x faster on
@@ -46,7 +46,7 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compress_level: in
                     np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
-def write_prepared(out_dir: str | Path, arrays: dict[str, np.ndarray], props: dict, compress_level: int = 1) -> None:
+def write_prepared(out_dir: str | Path, arrays: dict[str, np.ndarray], props: dict, compress_level: int) -> None:
     """Write one prepared case (``props['case']`` names it) into ``out_dir``."""
     out_dir = Path(out_dir)
     case = props["case"]

@@ -1,0 +1,82 @@
+"""The variant spec: what a named model of the ablation is. Read here and nowhere else.
+
+A variant is a small mapping in ``params.variants``: ``two_stage`` (code predictor through the frozen stage-1
+VQ-VAE, or a mask net), ``arch`` (``transformer``: the attention backbone of AG-VQ-VAE / AG-UNet; ``unet``: the
+MONAI U-Net baseline), the transformer switches ``attention_scaling`` / ``soft_masking`` / ``squeeze_excitation``
+(missing = on) and optional ``overrides`` deep-merged into the ``cond`` settings of that variant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agvq.config.schema import mapping
+from agvq.errors import ConfigError
+
+SWITCHES: dict[str, str] = {"attention_scaling": "AS", "soft_masking": "SM", "squeeze_excitation": "SE"}
+FAMILIES: tuple[str, ...] = ("U-Net", "AG-UNet", "AG-VQ-VAE")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    two_stage: bool = True
+    arch: Literal["transformer", "unet"] = "transformer"
+    attention_scaling: bool | None = None
+    soft_masking: bool | None = None
+    squeeze_excitation: bool | None = None
+    overrides: dict[str, Any] = mapping("deep-merged into cond for this variant (every region)")
+
+    def check(self, where: str) -> None:
+        if self.arch == "unet":
+            if self.two_stage:
+                raise ConfigError(f"{where}: arch 'unet' is a single-stage baseline; set two_stage: false")
+            on = [k for k in SWITCHES if getattr(self, k)]
+            if on:
+                raise ConfigError(f"{where}: arch 'unet' has no attention blocks; remove {on}")
+
+    @property
+    def has_attention_blocks(self) -> bool:
+        return self.arch == "transformer"
+
+    def switch(self, name: str) -> bool | None:
+        """A transformer switch: its value, True when missing, None where the model has no attention blocks."""
+        if name not in SWITCHES:
+            raise KeyError(name)
+        if not self.has_attention_blocks:
+            return None
+        setting = getattr(self, name)
+        return True if setting is None else bool(setting)
+
+    @property
+    def stages(self) -> int:
+        return 2 if self.two_stage else 1
+
+    @property
+    def family(self) -> str:
+        """"U-Net", "AG-UNet" (single-stage transformer) or "AG-VQ-VAE" (two-stage)."""
+        if self.arch == "unet":
+            return "U-Net"
+        return "AG-VQ-VAE" if self.two_stage else "AG-UNet"
+
+    @property
+    def display_name(self) -> str:
+        """Family plus the switched-off blocks, e.g. "AG-VQ-VAE w/o AS"."""
+        off = [abbrev for key, abbrev in SWITCHES.items() if self.switch(key) is False]
+        return self.family + (" w/o " + ", ".join(off) if off else "")
+
+    @property
+    def switches_on(self) -> int:
+        return sum(self.switch(k) is True for k in SWITCHES)
+
+    def switch_values(self) -> dict[str, bool]:
+        """The switches as the model file records them (transformer variants only)."""
+        return {k: bool(self.switch(k)) for k in SWITCHES} if self.has_attention_blocks else {}
+
+
+def paper_order(variants: dict[str, VariantSpec]) -> list[str]:
+    """Paper order: U-Net, then each family with its ablations first and the full model last."""
+    def key(item):
+        pos, (name, spec) = item
+        rank = FAMILIES.index(spec.family) if spec.family in FAMILIES else len(FAMILIES)
+        return rank, spec.switches_on, pos
+    return [name for _, (name, _) in sorted(enumerate(variants.items()), key=key)]
