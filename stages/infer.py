@@ -1,6 +1,8 @@
 """Predict BraTS label maps with one variant's region models, on the test split or on any folder of new scans.
 
 Writes ``<out>/<case>.nii.gz`` on each case's original grid with its affine, in the case's own label convention.
+``--models`` holds ``<region>.pt`` files (or one ``joint.pt``); with ``--per-seed`` it holds one ``seed<k>/``
+folder per training seed of params ``seeds`` and each seed's predictions go to ``<out>/seed<k>/``.
 """
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder to write predictions to")
     parser.add_argument("--splits", help="splits JSON; predict its --split cases (default: every case in --raw)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--per-seed", action="store_true",
+                        help="--models holds seed<k>/ folders (params seeds): predict with each into <out>/seed<k>/")
     args = parser.parse_args()
     params = load_params(args.params)
     case_ids = split_ids(args.splits, args.split) if args.splits else None
@@ -27,9 +31,12 @@ def main() -> None:
     device = resolve_device(params.runtime.device)
     precision = check_precision(params.runtime.precision, device)
     crop = CropSettings(params.preprocess.margin, params.preprocess.stride)
-    written = run_inference(args.models, args.raw, args.out, case_ids, params.regions, params.infer, crop, device,
-                            precision)
-    print(f"wrote {len(written)} predictions to {args.out}")
+    jobs = [(Path(args.models), Path(args.out))] if not args.per_seed else [
+        (Path(args.models) / f"seed{seed}", Path(args.out) / f"seed{seed}") for seed in params.seeds]
+    for models, out in jobs:
+        written = run_inference(models, args.raw, out, case_ids, params.regions, params.infer, crop, device,
+                                precision)
+        print(f"wrote {len(written)} predictions of {models} to {out}")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ def main() -> None:
     parser.add_argument("--variant", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--vqvae", help="frozen stage-1 model file of the region (two-stage variants only)")
+    parser.add_argument("--seed", required=True, type=int, help="training seed (one of params seeds)")
     add_training_args(parser)
     args = parser.parse_args()
     params = load_params(args.params)
-    train_variant(args.variant, params.check_region(args.region), params, TrainingPaths.from_args(args), args.vqvae)
+    train_variant(args.variant, params.check_region(args.region), params, TrainingPaths.from_args(args), args.vqvae,
+                  args.seed)
 
 
 if __name__ == "__main__":

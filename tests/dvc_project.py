@@ -19,10 +19,16 @@ TINY = {
     "preprocess": {"workers": 1, "split": {"val_fraction": 0.25, "test_fraction": 0.25}},
     "vqvae": {"model": {"channels": [8, 16], "latent_dim": 8, "num_embeddings": 16},
               "train": {"epochs": 2, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
+    "seeds": [0],
     "cond": {"model": {"backbone": {"channels": [8, 16, 16], "dim": 16, "depth": 2, "heads": 2,
                                     "soft_mask_blocks": [1], "pos_grid": [1, 1, 1]},
-                       "unet": {"channels": [8, 16, 32], "strides": [2, 2]}},
+                       "unet": {"channels": [8, 16, 32], "strides": [2, 2]},
+                       "unetr": {"feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2},
+                       "swinunetr": {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                                     "window_size": 2},
+                       "segresnet": {"init_filters": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}},
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
+    "variants": {"swinunetr": {"overrides": {"train": {"patch_size": [32, 32, 32]}}}},
     "evaluate": {"workers": 1, "figure_cases": 1},
 }
 

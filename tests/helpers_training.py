@@ -62,7 +62,8 @@ def vqvae_argv(root: Path, data: Path, name: str) -> list[str]:
 
 
 def cond_argv(root: Path, data: Path, vqvae: Path, name: str) -> list[str]:
-    return ["--params", str(root / "params.yaml"), "--variant", "agvqvae", "--region", "WT", "--vqvae", str(vqvae),
+    return ["--params", str(root / "params.yaml"), "--variant", "agvqvae", "--region", "WT", "--seed", "0",
+            "--vqvae", str(vqvae),
             "--prepared", str(data / "prepared"), "--splits", str(data / "splits.json"),
             "--out", str(root / name / "model.pt"), "--metrics", str(root / name / "metrics.json"),
             "--curve", str(root / name / "curve.csv"), "--run-dir", str(root / "runs" / name)]

@@ -110,10 +110,48 @@ def suggested_deps(script: str | Path) -> list[str]:
     return [str(script)] + out
 
 
+def update_dvc_yaml(path: str | Path) -> list[str]:
+    """Rewrite the package deps of every stage of ``path`` (dvc.yaml) to :func:`suggested_deps` of its script,
+    keeping its other deps (data, models, reference files) in order after them; returns the stages changed."""
+    import re
+
+    path = Path(path)
+    lines = path.read_text().split("\n")
+    out, changed, stage, i = [], [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.match(r"^  (\w+):$", line)
+        if m:
+            stage = m.group(1)
+        dm = re.match(r"^(\s+)deps:$", line)
+        if not dm:
+            out.append(line)
+            i += 1
+            continue
+        indent = dm.group(1) + "  - "
+        old = []
+        i += 1
+        while i < len(lines) and lines[i].startswith(indent):
+            old.append(lines[i][len(indent):])
+            i += 1
+        script = next(d for d in old if re.fullmatch(r"stages/\w+\.py", d))
+        others = [d for d in old if d != script and not (d == PACKAGE or d.startswith(PACKAGE + "/"))]
+        new = suggested_deps(script) + others
+        if new != old:
+            changed.append(stage)
+        out.append(line)
+        out += [indent + d for d in new]
+    path.write_text("\n".join(out))
+    return changed
+
+
 if __name__ == "__main__":
     import sys
 
-    for arg in sys.argv[1:]:
-        print(f"{arg}:")
-        for dep in suggested_deps(arg):
-            print(f"      - {dep}")
+    if sys.argv[1:2] == ["--update"]:
+        print("updated stages:", update_dvc_yaml(sys.argv[2] if len(sys.argv) > 2 else ROOT / "dvc.yaml"))
+    else:
+        for arg in sys.argv[1:]:
+            print(f"{arg}:")
+            for dep in suggested_deps(arg):
+                print(f"      - {dep}")

@@ -49,8 +49,14 @@ def test_params_yaml_loads_into_typed_sections():
      r"^preprocess\.split: val_fraction \+ test_fraction must be below 1"),
     (lambda r: r["cond"]["model"]["backbone"].update(soft_mask_blocks=[9]), r"soft_mask_blocks \[9\] must be block"),
     (lambda r: r.update(two_stage_variants=["agvqvae", "nope"]), r"two_stage_variants lists 'nope'"),
-    (lambda r: r.update(single_stage_variants=["agvqvae"]), r"single_stage_variants lists 'agvqvae', which is two"),
+    (lambda r: r.update(single_stage_variants=["agvqvae"]), r"single_stage_variants lists 'agvqvae', which is a two-stage variant \(it belongs in two_stage_variants\)"),
     (lambda r: r["ablate"].update(main_variant="best"), r"ablate\.main_variant 'best' is not among"),
+    (lambda r: r["ablate"].update(comparison=["unet", "vit"]), r"ablate\.comparison lists \['vit'\]"),
+    (lambda r: r.update(joint_variants=["unet"], single_stage_variants=["agunet", "agunet_no_as"]),
+     r"variants \['agunet_no_sm', 'segresnet', 'swinunetr', 'unetr'\] are in no training list"),
+    (lambda r: r["variants"]["agvqvae"].update(joint=True), r"variants\.agvqvae: joint .* is for single-stage"),
+    (lambda r: r.update(seeds=[0, 0]), r"seeds must list distinct"),
+    (lambda r: r["cond"]["model"]["swinunetr"].update(feature_size=16), r"feature_size must be a multiple of 12"),
     (lambda r: r.update(extra_section={}), r"^: unknown key extra_section|unknown key extra_section"),
     (lambda r: r["runtime"].update(threads=-1), r"^runtime\.threads must be >= 0"),
     (lambda r: r["synthesize"].update(shape=[96, 96]), r"^synthesize\.shape must be a list of 3"),
@@ -97,7 +103,7 @@ def test_variant_spec_is_the_one_reading_of_a_variant():
     assert spec.family == "AG-UNet" and spec.display_name == "AG-UNet w/o SM" and spec.stages == 1
     assert spec.switch("attention_scaling") is True and spec.switch("soft_masking") is False
     unet = parse(VariantSpec, {"two_stage": False, "arch": "unet"}, "variants.unet")
-    assert unet.switch("soft_masking") is None and unet.family == "U-Net" and unet.switch_values() == {}
+    assert unet.switch("soft_masking") is None and unet.family == "3D U-Net" and unet.switch_values() == {}
     with pytest.raises(ConfigError, match="arch 'unet' is a single-stage baseline"):
         parse(VariantSpec, {"arch": "unet"}, "variants.bad")
     assert load_params(ROOT / "params.yaml").ordered_variants()[0] == "unet"
@@ -132,7 +138,8 @@ def test_stage_scripts_report_bad_params_and_bad_regions_in_one_line(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "vqvae.train.lr must be a number" in lines[0], proc.stderr
     good = tmp_path / "good.yaml"
     good.write_text((ROOT / "params.yaml").read_text())
-    proc = _stage("train_cond.py", good, "--variant", "agvqvae", "--region", "XX", "--prepared", "p", "--splits",
+    proc = _stage("train_cond.py", good, "--variant", "agvqvae", "--region", "XX", "--seed", "0", "--prepared", "p",
+                  "--splits",
                   "s", "--out", "o.pt", "--metrics", "m.json", "--curve", "c.csv", "--run-dir", "r")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and lines == ["error: unknown region 'XX'; regions are ['WT', 'TC', 'ET']"], proc.stderr

@@ -56,7 +56,7 @@ def train_both(root: Path, data: Path, tag: str, vqvae_file: Path) -> dict[str, 
     stage2.build_model = lambda *a, **k: built.setdefault("cond", build_model(*a, **k))
     try:
         stage1.train_vqvae("WT", params, paths_for(root, data, f"vq_{tag}"))
-        stage2.train_variant("agvqvae", "WT", params, paths_for(root, data, f"cond_{tag}"), vqvae_file)
+        stage2.train_variant("agvqvae", "WT", params, paths_for(root, data, f"cond_{tag}"), vqvae_file, 0)
     finally:
         stage1.build_vqvae, stage2.build_model = build_vqvae, build_model
     return {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in built.items()}

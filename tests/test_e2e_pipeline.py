@@ -15,7 +15,8 @@ from tests.dvc_project import dvc, git, make_project, stages_ran
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = ["agvqvae", "agvqvae_no_as", "agvqvae_no_sm", "agunet", "agunet_no_as", "agunet_no_sm", "unet"]
+VARIANTS = ["agvqvae", "agvqvae_no_as", "agvqvae_no_sm", "agunet", "agunet_no_as", "agunet_no_sm", "unet", "unetr",
+            "swinunetr", "segresnet"]
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,18 @@ def test_full_pipeline_outputs(reproduced):
         assert summary["n_cases"] == len(splits["test"])
         assert set(summary["regions"]) == {"WT", "TC", "ET"}
         for case in splits["test"]:
-            pred = nib.load(repo / f"predictions/{variant}/{case}.nii.gz")
+            pred = nib.load(repo / f"predictions/{variant}/seed0/{case}.nii.gz")
             raw = nib.load(repo / f"data/raw/synthetic/{case}/{case}_flair.nii.gz")
             assert pred.shape == raw.shape
             np.testing.assert_allclose(pred.affine, raw.affine)
             assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
     ablation = json.loads((repo / "metrics/ablation.json").read_text())
     assert set(ablation["variants"]) == set(VARIANTS)
-    assert "| Model |" in (repo / "metrics/ablation.md").read_text()
+    md = (repo / "metrics/ablation.md").read_text()
+    assert "| Model |" in md and "(not retrained)" in md and "paper HD95 AVG" in md
+    assert (repo / "models/unet/seed0/joint.pt").is_file() and (repo / "models/agunet/seed0/TC.pt").is_file()
+    diagnosis = json.loads((repo / "metrics/diagnosis.json").read_text())
+    assert diagnosis["split"] == "val" and set(diagnosis["regions"]) == {"WT", "TC", "ET"}
     for region in ("WT", "TC", "ET"):
         vq = json.loads((repo / f"metrics/vqvae/{region}.json").read_text())
         assert {"val_dice", "used_fraction", "perplexity"} <= set(vq)
@@ -73,7 +78,7 @@ def test_exp_run_on_one_region_reruns_only_that_region(repo):
 def test_exp_run_on_a_variant_switch_reruns_only_that_variant(repo):
     proc = dvc(repo, "exp", "run", "-S", "variants.agunet_no_sm.soft_masking=true")
     ran = stages_ran(proc)
-    assert {f"train_seg@agunet_no_sm-{r}" for r in ("WT", "TC", "ET")} <= ran
+    assert {f"train_seg@agunet_no_sm-{r}-0" for r in ("WT", "TC", "ET")} <= ran
     assert {"infer@agunet_no_sm", "evaluate@agunet_no_sm", "ablate"} <= ran
     others = {s for s in ran if "@" in s and s.split("@")[1].split("-")[0] != "agunet_no_sm"}
     assert others == set(), others
@@ -101,5 +106,5 @@ def test_validation_protocol_params_invalidate_the_trained_models(repo):
     params.write_text(params.read_text().replace("empty_penalty: 373.13", "empty_penalty: 300.0"))
     status = json.loads(dvc(repo, "status", "--json").stdout)
     assert {f"train_vqvae@{r}" for r in ("WT", "TC", "ET")} <= set(status)
-    assert {"train_cond@agvqvae-WT", "train_seg@unet-ET", "evaluate@unet", "evaluate_vqvae@WT"} <= set(status)
+    assert {"train_cond@agvqvae-WT-0", "train_joint@unet-0", "evaluate@unet", "evaluate_vqvae@WT"} <= set(status)
     assert not {"synthesize", "preprocess"} & set(status)

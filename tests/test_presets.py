@@ -106,7 +106,10 @@ def test_brats2021_preset_is_the_paper_setting(tmp_path):
     sizes = {}
     for name, spec in p.variants.items():
         extra = (512,) if spec.two_stage else ()
-        sizes[name] = sum(t.numel() for t in build_model(spec, p.cond_for(name, "WT").model, 4, *extra).parameters())
+        cond = p.cond_for(name, "WT")
+        net = build_model(spec, cond.model, 4, *extra, patch_size=cond.train.patch_size,
+                          out_channels=len(p.regions) if spec.joint else 2)
+        sizes[name] = sum(t.numel() for t in net.parameters())
     assert 5e6 < sizes["agvqvae"] < 5e7 and sizes["agvqvae_no_sm"] < sizes["agvqvae"]
 
 

@@ -87,7 +87,7 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
     paths = TrainingPaths(prepared, splits, tmp_path / "cond.pt", tmp_path / "cond.json", tmp_path / "cond.csv",
                           tmp_path / "runs" / "cond")
     params = load_params(tmp_path / "params.yaml")
-    train_variant("agvqvae", "WT", params, paths, stage1)
+    train_variant("agvqvae", "WT", params, paths, stage1, 0)
     net, frozen, bundle = load_predictor_parts(tmp_path / "cond.pt")
     assert bundle["contract"]["two_stage"] and bundle["contract"]["variant"] == "agvqvae"
     for key, value in original["state_dict"].items():
@@ -97,19 +97,22 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in original["state_dict"].items())
 
     with pytest.raises(ConfigError, match="two-stage"):
-        train_variant("agvqvae", "WT", params, paths, None)
+        train_variant("agvqvae", "WT", params, paths, None, 0)
     with pytest.raises(ConfigError, match="single-stage"):
-        train_variant("agunet", "WT", params, paths, stage1)
+        train_variant("agunet", "WT", params, paths, stage1, 0)
     with pytest.raises(ConfigError, match="unknown variant"):
-        train_variant("agvqvae_typo", "WT", params, paths, stage1)
+        train_variant("agvqvae_typo", "WT", params, paths, stage1, 0)
     with pytest.raises(ConfigError, match="region"):
-        train_variant("agvqvae", "ET", params, paths, stage1)
+        train_variant("agvqvae", "ET", params, paths, stage1, 0)
+    with pytest.raises(ConfigError, match="joint model of all regions"):
+        train_variant("unet", "WT", params, paths, None, 0)
 
 
 def _params(cond: dict, variants: dict) -> dict:
     raw = yaml.safe_load(open(ROOT_PARAMS).read())
-    raw.update(cond=cond, variants=variants, two_stage_variants=list(variants), single_stage_variants=[])
-    raw["ablate"]["main_variant"] = next(iter(variants))
+    raw.update(cond=cond, variants=variants, two_stage_variants=list(variants), single_stage_variants=[],
+               joint_variants=[])
+    raw["ablate"].update(main_variant=next(iter(variants)), comparison=[], ablation=[])
     return raw
 
 

@@ -1,6 +1,7 @@
 """Validation during training applies the protocol that infer + evaluate apply to the saved model (sliding window,
-blending and threshold of params ``infer``, the brain mask, the BraTS empty-mask conventions): a model's recorded
-best validation Dice equals what the infer and evaluate stages give on the validation cases."""
+blending and threshold of params ``infer``, the brain mask, the BraTS empty-mask conventions, and for a joint model
+of all regions the ET-in-TC-in-WT nesting): a model's recorded best validation Dice equals what the infer and
+evaluate stages give on the validation cases."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ OVERRIDE = {
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocol")
     write_params(root / "params.yaml", OVERRIDE)
+    write_params(root / "params_all.yaml", {**OVERRIDE, "regions": ["WT", "TC", "ET"]})
     p = ["--params", str(root / "params.yaml")]
+    p_all = ["--params", str(root / "params_all.yaml")]
     with pytest.MonkeyPatch.context() as mp:
         raw = root / "raw"
         s = OVERRIDE["synthesize"]
@@ -43,30 +46,40 @@ def project(tmp_path_factory):
                     "--curve", str(root / "curves" / f"{name}.csv"), "--run-dir", str(root / "runs" / name)]
 
         run_stage_inprocess("train_vqvae.py", [*p, "--region", "WT", *common, *outputs("vqvae")], mp)
-        run_stage_inprocess("train_cond.py", [*p, "--variant", "agvqvae", "--region", "WT", "--vqvae",
+        run_stage_inprocess("train_cond.py", [*p, "--variant", "agvqvae", "--region", "WT", "--seed", "0", "--vqvae",
                                               str(root / "models" / "vqvae" / "WT.pt"), *common, *outputs("agvqvae")],
                             mp)
-        run_stage_inprocess("train_cond.py", [*p, "--variant", "unet", "--region", "WT", *common, *outputs("unet")],
-                            mp)
-        for name in ("agvqvae", "unet"):
-            run_stage_inprocess("infer.py", [*p, "--models", str(root / "models" / name), "--raw", str(raw),
+        run_stage_inprocess("train_cond.py", [*p, "--variant", "agunet", "--region", "WT", "--seed", "1", *common,
+                                              *outputs("agunet")], mp)
+        joint = [*outputs("unet")]
+        joint[1] = str(root / "models" / "unet" / "joint.pt")
+        run_stage_inprocess("train_joint.py", [*p_all, "--variant", "unet", "--seed", "0", *common, *joint], mp)
+        for name in ("agvqvae", "agunet", "unet"):
+            q = p_all if name == "unet" else p
+            run_stage_inprocess("infer.py", [*q, "--models", str(root / "models" / name), "--raw", str(raw),
                                              "--splits", str(root / "splits.json"), "--split", "val",
                                              "--out", str(root / "pred" / name)], mp)
-            run_stage_inprocess("evaluate.py", [*p, "--pred", str(root / "pred" / name), "--raw", str(raw),
+            run_stage_inprocess("evaluate.py", [*q, "--pred", str(root / "pred" / name), "--raw", str(raw),
                                                 "--splits", str(root / "splits.json"), "--split", "val",
                                                 "--out-csv", str(root / "eval" / f"{name}.csv"),
                                                 "--out-json", str(root / "eval" / f"{name}.json")], mp)
     return root
 
 
-@pytest.mark.parametrize("variant", ["agvqvae", "unet"])
+@pytest.mark.parametrize("variant", ["agvqvae", "agunet", "unet"])
 def test_best_validation_dice_equals_infer_plus_evaluate_on_the_validation_cases(project, variant):
     recorded = json.loads((project / "metrics" / f"{variant}.json").read_text())
     cases = pd.read_csv(project / "eval" / f"{variant}.csv")
     val_ids = json.loads((project / "splits.json").read_text())["val"]
-    assert sorted(cases["case"]) == sorted(val_ids) and len(val_ids) >= 2
-    assert recorded["val_dice"] == pytest.approx(cases["dice"].mean(), abs=1e-6)
-    assert recorded["val_hd95"] == pytest.approx(cases["hd95"].mean(), abs=1e-6)
+    assert sorted(cases["case"].unique()) == sorted(val_ids) and len(val_ids) >= 2
+    regions = sorted(cases["region"].unique())
+    assert regions == (["ET", "TC", "WT"] if variant == "unet" else ["WT"])
+    by_region = cases.groupby("region")[["dice", "hd95"]].mean()
+    assert recorded["val_dice"] == pytest.approx(by_region["dice"].mean(), abs=1e-6)
+    assert recorded["val_hd95"] == pytest.approx(by_region["hd95"].mean(), abs=1e-6)
+    if variant == "unet":  # a joint model also records each region
+        for region in regions:
+            assert recorded[f"val_dice_{region}"] == pytest.approx(by_region.loc[region, "dice"], abs=1e-6)
 
 
 def test_curve_has_a_validation_row_per_epoch(project):

@@ -13,12 +13,17 @@ from typing import Any
 import yaml
 
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
-from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, EvaluateConfig, InferConfig,
+from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, DiagnoseConfig, EvaluateConfig,
+                                  InferConfig,
                                   PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
                                   VQVAESection)
 from agvq.config.variants import VariantSpec, paper_order
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS
+
+
+LIST_KINDS = {"two_stage_variants": "two_stage", "single_stage_variants": "per_region", "joint_variants": "joint"}
+KIND_LISTS = {kind: key for key, kind in LIST_KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -30,12 +35,15 @@ class Params:
     runtime: RuntimeConfig = section(RuntimeConfig)
     vqvae: VQVAESection = section(VQVAESection)
     cond: CondSection = section(CondSection)
+    seeds: tuple[int, ...] = value((0,), ge=0, doc="training seeds of the stage-2 and single-stage models")
     variants: dict[str, VariantSpec] = mapping()
     two_stage_variants: tuple[str, ...] = ()
     single_stage_variants: tuple[str, ...] = ()
+    joint_variants: tuple[str, ...] = ()
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ablate: AblateConfig = section(AblateConfig)
+    diagnose: DiagnoseConfig = section(DiagnoseConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):
@@ -46,19 +54,41 @@ class Params:
             parse(CondConfig, override, f"cond.regions.{region}", partial=True)
         for name, spec in self.variants.items():
             parse(CondConfig, spec.overrides, f"variants.{name}.overrides", partial=True)
-        for key, two_stage in (("two_stage_variants", True), ("single_stage_variants", False)):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must list distinct non-negative integers, got {list(self.seeds)}")
+        listed: dict[str, str] = {}
+        for key, kind in LIST_KINDS.items():
             for name in getattr(self, key):
                 spec = self.variants.get(name)
                 if spec is None:
                     raise ConfigError(f"{key} lists {name!r}, which params variants does not define")
-                if spec.two_stage != two_stage:
-                    raise ConfigError(f"{key} lists {name!r}, which is {'single' if two_stage else 'two'}-stage")
-        both = sorted(set(self.two_stage_variants) & set(self.single_stage_variants))
-        if both:
-            raise ConfigError(f"variants {both} are listed as both two-stage and single-stage")
+                if spec.kind != kind:
+                    raise ConfigError(f"{key} lists {name!r}, which is a {spec.kind.replace('_', '-')} variant "
+                                      f"(it belongs in {KIND_LISTS[spec.kind]})")
+                if name in listed:
+                    raise ConfigError(f"variant {name!r} is listed in both {listed[name]} and {key}")
+                listed[name] = key
+        unlisted = sorted(set(self.variants) - set(listed))
+        if unlisted:
+            raise ConfigError(f"variants {unlisted} are in no training list (two_stage_variants, "
+                              "single_stage_variants or joint_variants): add them, or remove them from variants")
         if self.variants and self.ablate.main_variant not in self.variants:
             raise ConfigError(f"ablate.main_variant {self.ablate.main_variant!r} is not among the variants "
                               f"{sorted(self.variants)}")
+        d = self.diagnose  # names checked here when defined; the diagnose stage itself rejects unknown ones
+        if d.variant in self.variants and not self.variants[d.variant].two_stage:
+            raise ConfigError(f"diagnose.variant {d.variant!r} must name a two-stage variant")
+        if d.compare in self.variants and self.variants[d.compare].kind != "per_region":
+            raise ConfigError(f"diagnose.compare {d.compare!r} must name a per-region single-stage variant")
+        if d.seed not in self.seeds:
+            raise ConfigError(f"diagnose.seed {d.seed} is not one of seeds {list(self.seeds)}")
+        for key in ("comparison", "ablation"):
+            names = getattr(self.ablate, key)
+            unknown = [n for n in names if n not in self.variants]
+            if unknown:
+                raise ConfigError(f"ablate.{key} lists {unknown}, which params variants does not define")
+            if names and self.ablate.main_variant not in names:
+                raise ConfigError(f"ablate.{key} must include the main variant {self.ablate.main_variant!r}")
         for region in REGIONS:
             self.vqvae_for(region)
             for name in self.trained_variants:
@@ -67,7 +97,7 @@ class Params:
     # -- resolution of the layered settings ---------------------------------------------------------------
     @property
     def trained_variants(self) -> tuple[str, ...]:
-        return tuple(self.two_stage_variants) + tuple(self.single_stage_variants)
+        return tuple(self.two_stage_variants) + tuple(self.single_stage_variants) + tuple(self.joint_variants)
 
     def check_region(self, region: str) -> Region:
         if region not in REGIONS:

@@ -189,9 +189,58 @@ class UNetConfig:
 
 
 @dataclass(frozen=True)
+class UNETRConfig:
+    """MONAI UNETR baseline (ViT encoder on 16^3 patches; its input size is the training patch size)."""
+
+    feature_size: int = value(8, ge=1)
+    hidden_size: int = value(96, ge=1)
+    mlp_dim: int = value(192, ge=1)
+    num_heads: int = value(4, ge=1)
+
+    def check(self, where: str) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"{where}: hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                              f"({self.num_heads})")
+
+
+@dataclass(frozen=True)
+class SwinUNETRConfig:
+    """MONAI SwinUNETR baseline (shifted-window transformer encoder; inputs must be multiples of 32)."""
+
+    feature_size: int = value(12, ge=12)
+    depths: tuple[int, ...] = value((1, 1, 1, 1), ge=1)
+    num_heads: tuple[int, ...] = value((3, 6, 12, 24), ge=1)
+    window_size: int = value(4, ge=1)
+    norm: Literal["instance", "group", "batch"] = value("group", doc="instance (MONAI's default) needs more than one "
+                                                        "voxel at 1/32, i.e. patches of 64^3 or more")
+
+    def check(self, where: str) -> None:
+        if self.feature_size % 12:
+            raise ConfigError(f"{where}.feature_size must be a multiple of 12, got {self.feature_size}")
+        if len(self.depths) != 4 or len(self.num_heads) != 4:
+            raise ConfigError(f"{where}: depths and num_heads need 4 stages each")
+
+
+@dataclass(frozen=True)
+class SegResNetConfig:
+    """MONAI SegResNet baseline."""
+
+    init_filters: int = value(8, ge=1)
+    blocks_down: tuple[int, ...] = value((1, 2, 2, 4), ge=1)
+    blocks_up: tuple[int, ...] = value((1, 1, 1), ge=1)
+
+    def check(self, where: str) -> None:
+        if len(self.blocks_up) != len(self.blocks_down) - 1:
+            raise ConfigError(f"{where}: blocks_up needs one entry fewer than blocks_down")
+
+
+@dataclass(frozen=True)
 class CondModelConfig:
     backbone: BackboneConfig = section(BackboneConfig)
     unet: UNetConfig = section(UNetConfig)
+    unetr: UNETRConfig = section(UNETRConfig)
+    swinunetr: SwinUNETRConfig = section(SwinUNETRConfig)
+    segresnet: SegResNetConfig = section(SegResNetConfig)
 
 
 @dataclass(frozen=True)
@@ -201,6 +250,10 @@ class CondLossConfig:
     gamma: float = value(2.0, ge=0.0)
     code_balance: float = value(0.0, ge=0.0, doc="weight a voxel's code loss by its code's frequency^-power")
     dice_weight: float = value(1.0, ge=0.0, doc="single-stage: soft Dice on the mask")
+    align_weight: float = value(0.0, ge=0.0, doc="two-stage: MSE between the expected code embedding (softmax "
+                                "of the code logits times the codebook) and the target code's embedding")
+    decoded_dice_weight: float = value(0.0, ge=0.0, doc="two-stage: soft Dice of the frozen decoder's output on the "
+                                       "expected code embedding against the true mask")
 
     def check(self, where: str) -> None:
         if self.focal_weight + self.ce_weight <= 0 or self.dice_weight + self.ce_weight <= 0:
@@ -209,9 +262,8 @@ class CondLossConfig:
 
 @dataclass(frozen=True)
 class CondConfig:
-    """Stage 2 / single-stage settings of one variant and region."""
+    """Stage 2 / single-stage settings of one variant and region (the training seed comes from ``seeds``)."""
 
-    seed: int = value(0, ge=0)
     model: CondModelConfig = section(CondModelConfig)
     loss: CondLossConfig = section(CondLossConfig)
     train: TrainConfig = section(TrainConfig)
@@ -242,7 +294,21 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class AblateConfig:
+    """The paper's two tables: ``comparison`` (methods) and ``ablation`` (AS x SM x single/two-stage) list the
+    variants of each, in row order; every other variant is compared with ``main_variant``."""
+
     main_variant: str = "agvqvae"
+    comparison: tuple[str, ...] = ()
+    ablation: tuple[str, ...] = ()
     bootstrap: int = value(2000, ge=1)
     seed: int = value(0, ge=0)
     confidence: float = value(0.95, gt=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Validation-split diagnosis of one two-stage variant (stages/diagnose.py), beside a single-stage one."""
+
+    variant: str = "agvqvae"
+    compare: str = "agunet"
+    seed: int = value(0, ge=0, doc="which training seed's models are diagnosed (one of seeds)")

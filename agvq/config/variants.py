@@ -1,9 +1,11 @@
 """The variant spec: what a named model of the ablation is. Read here and nowhere else.
 
 A variant is a small mapping in ``params.variants``: ``two_stage`` (code predictor through the frozen stage-1
-VQ-VAE, or a mask net), ``arch`` (``transformer``: the attention backbone of AG-VQ-VAE / AG-UNet; ``unet``: the
-MONAI U-Net baseline), the transformer switches ``attention_scaling`` / ``soft_masking`` / ``squeeze_excitation``
-(missing = on) and optional ``overrides`` deep-merged into the ``cond`` settings of that variant.
+VQ-VAE, or a mask net), ``arch`` (``transformer``: the attention backbone of AG-VQ-VAE / AG-UNet; ``unet``,
+``unetr``, ``swinunetr``, ``segresnet``: MONAI baselines), ``joint`` (single-stage only: one model with one output
+per region instead of one model per region), the transformer switches ``attention_scaling`` / ``soft_masking`` /
+``squeeze_excitation`` (missing = on), ``published`` (the method whose published BraTS 2021 numbers are shown
+beside this variant) and optional ``overrides`` deep-merged into the ``cond`` settings of that variant.
 """
 from __future__ import annotations
 
@@ -14,25 +16,32 @@ from agvq.config.schema import mapping
 from agvq.errors import ConfigError
 
 SWITCHES: dict[str, str] = {"attention_scaling": "AS", "soft_masking": "SM", "squeeze_excitation": "SE"}
-FAMILIES: tuple[str, ...] = ("U-Net", "AG-UNet", "AG-VQ-VAE")
+BASELINES: dict[str, str] = {"unet": "3D U-Net", "unetr": "UNETR", "swinunetr": "SwinUNETR", "segresnet": "SegResNet"}
+FAMILIES: tuple[str, ...] = tuple(BASELINES.values()) + ("AG-UNet", "AG-VQ-VAE")
+Arch = Literal["transformer", "unet", "unetr", "swinunetr", "segresnet"]
 
 
 @dataclass(frozen=True)
 class VariantSpec:
     two_stage: bool = True
-    arch: Literal["transformer", "unet"] = "transformer"
+    arch: Arch = "transformer"
+    joint: bool = False
     attention_scaling: bool | None = None
     soft_masking: bool | None = None
     squeeze_excitation: bool | None = None
+    published: str | None = None
     overrides: dict[str, Any] = mapping("deep-merged into cond for this variant (every region)")
 
     def check(self, where: str) -> None:
-        if self.arch == "unet":
+        if self.arch != "transformer":
             if self.two_stage:
-                raise ConfigError(f"{where}: arch 'unet' is a single-stage baseline; set two_stage: false")
+                raise ConfigError(f"{where}: arch {self.arch!r} is a single-stage baseline; set two_stage: false")
             on = [k for k in SWITCHES if getattr(self, k)]
             if on:
-                raise ConfigError(f"{where}: arch 'unet' has no attention blocks; remove {on}")
+                raise ConfigError(f"{where}: arch {self.arch!r} has no attention blocks; remove {on}")
+        if self.joint and self.two_stage:
+            raise ConfigError(f"{where}: joint (one model for all regions) is for single-stage variants; the "
+                              "two-stage method trains one VQ-VAE and one code predictor per region")
 
     @property
     def has_attention_blocks(self) -> bool:
@@ -53,10 +62,15 @@ class VariantSpec:
 
     @property
     def family(self) -> str:
-        """"U-Net", "AG-UNet" (single-stage transformer) or "AG-VQ-VAE" (two-stage)."""
-        if self.arch == "unet":
-            return "U-Net"
+        """"3D U-Net", "UNETR", "SwinUNETR", "SegResNet", "AG-UNet" (single-stage transformer) or "AG-VQ-VAE"."""
+        if self.arch in BASELINES:
+            return BASELINES[self.arch]
         return "AG-VQ-VAE" if self.two_stage else "AG-UNet"
+
+    @property
+    def kind(self) -> str:
+        """How the pipeline trains it: "two_stage" and "per_region" (one model per region) or "joint"."""
+        return "two_stage" if self.two_stage else ("joint" if self.joint else "per_region")
 
     @property
     def display_name(self) -> str:

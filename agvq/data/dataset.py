@@ -21,25 +21,33 @@ from agvq.regions import REGIONS, check_region
 class CaseArrays:
     case: str
     image: np.ndarray  # (C, X, Y, Z) float32
-    mask: np.ndarray  # (X, Y, Z) uint8, the trained region
+    mask: np.ndarray  # (X, Y, Z) uint8, the trained region; (R, X, Y, Z) for a joint model of R regions
     brain: np.ndarray  # (X, Y, Z) bool, the brain mask predictions are restricted to
-    foreground: np.ndarray  # (N, 3) int32 coordinates of mask voxels (may be empty)
+    foreground: np.ndarray  # (N, 3) int32 coordinates of (any region's) mask voxels (may be empty)
     spacing: tuple  # voxel size in mm
 
 
-def region_arrays(case: PreparedCase, region: str) -> CaseArrays:
+def region_arrays(case: PreparedCase, region: str | tuple[str, ...]) -> CaseArrays:
+    """The arrays of one case for one region (mask (X, Y, Z)) or, given a tuple of regions, for a joint model
+    (masks (R, X, Y, Z) in that order; patches are centred on voxels of their union)."""
     if case.masks is None:
         raise ConfigError(f"prepared case {case.case} has no labels; it cannot be used for training")
-    mask = np.ascontiguousarray(case.masks[REGIONS.index(check_region(region))]).astype(np.uint8)
-    spacing = tuple(float(s) for s in case.props.get("spacing", (1.0, 1.0, 1.0)))
-    return CaseArrays(case.case, case.image, mask, case.brain.astype(bool), np.argwhere(mask).astype(np.int32),
+    if isinstance(region, str):
+        mask = np.ascontiguousarray(case.masks[REGIONS.index(check_region(region))]).astype(np.uint8)
+        union = mask
+    else:
+        mask = np.ascontiguousarray(case.masks[[REGIONS.index(check_region(r)) for r in region]]).astype(np.uint8)
+        union = mask.max(axis=0)
+    spacing = tuple(float(s) for s in case.props["spacing"])
+    return CaseArrays(case.case, case.image, mask, case.brain.astype(bool), np.argwhere(union).astype(np.int32),
                       spacing)
 
 
 class CaseStore:
-    """The cases of one split for one region, held in memory (``cache=True``) or loaded on demand."""
+    """The cases of one split for one region (or a tuple of regions: a joint model), held in memory
+    (``cache=True``) or loaded on demand."""
 
-    def __init__(self, prepared_dir: str | Path, case_ids: list[str], region: str, cache: bool):
+    def __init__(self, prepared_dir: str | Path, case_ids: list[str], region: str | tuple[str, ...], cache: bool):
         if not case_ids:
             raise ConfigError("no cases given to train or validate on")
         self.prepared_dir, self.case_ids, self.region, self.cache = Path(prepared_dir), list(case_ids), region, cache
@@ -97,14 +105,15 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         case = self.store[int(rng.integers(len(self.store)))]
-        shape = case.mask.shape
+        shape = case.mask.shape[-3:]
         if len(case.foreground) and rng.random() < self.fg:
             center = case.foreground[rng.integers(len(case.foreground))]
         else:
             center = np.array([rng.integers(s) for s in shape])
         start = patch_start(center, shape, self.patch)
         image = extract(case.image, start, self.patch)
-        mask = extract(case.mask, start, self.patch)[None]
+        mask = extract(case.mask, start, self.patch)
+        mask = mask[None] if mask.ndim == 3 else mask
         if self.flip:
             axes = tuple(a + 1 for a in range(3) if rng.random() < 0.5)
             if axes:

@@ -15,7 +15,7 @@ from agvq.config import InferConfig
 from agvq.data.preprocess import prepare_case, uncrop
 from agvq.device import autocast
 from agvq.errors import ConfigError
-from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, predict_region
+from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor, predict_foreground
 from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import discover_cases
 from agvq.io.naming import check_modalities
@@ -25,10 +25,18 @@ from agvq.regions import get_convention, regions_to_labels
 
 @dataclass
 class RegionModel:
-    region: str
+    """A loaded predictor and the regions its outputs are: one region (a per-region model: 2-class softmax), or
+    several (a joint model: one sigmoid output per region, in ``regions`` order)."""
+
+    regions: str | tuple[str, ...]
     predictor: nn.Module
     patch_size: tuple
     contract: dict
+
+    def __post_init__(self) -> None:
+        if isinstance(self.regions, str):
+            self.regions = (self.regions,)
+        self.regions = tuple(self.regions)
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,11 @@ class CropSettings:
     stride: int
 
 
-def _check_contract(path: Path, region: str, net: nn.Module, vqvae, bundle: dict) -> tuple[int, ...]:
-    """Raise a one-line ConfigError unless the model file fits ``region``; returns its patch size."""
+def _check_contract(path: Path, region: str | None, net: nn.Module, vqvae, bundle: dict) -> tuple[int, ...]:
+    """Raise a one-line ConfigError unless the model file fits ``region`` (None: a joint model); returns its patch
+    size."""
     contract = bundle.get("contract") or {}
-    if contract.get("region") != region:
+    if region is not None and contract.get("region") != region:
         raise ConfigError(f"{path} was trained for region {contract.get('region')}, not {region}")
     try:
         modalities = check_modalities(contract.get("modalities") or ())
@@ -68,14 +77,30 @@ def _check_contract(path: Path, region: str, net: nn.Module, vqvae, bundle: dict
     return tuple(int(p) for p in patch)
 
 
+def _load_joint(path: Path, regions, device: torch.device) -> dict[str, RegionModel]:
+    net, vqvae, bundle = load_predictor_parts(path)
+    patch = _check_contract(path, None, net, vqvae, bundle)
+    trained = list((bundle.get("contract") or {}).get("regions") or [])
+    missing = [r for r in regions if r not in trained]
+    if missing:
+        raise ConfigError(f"{path} is a joint model of regions {trained}; it cannot predict {missing}")
+    model = RegionModel(tuple(trained), JointPredictor(net).to(device).eval(), patch, bundle["contract"])
+    return {region: model for region in regions}
+
+
 def load_region_models(model_dir: str | Path, regions, device: torch.device):
-    """One model load per region: ``<model_dir>/<region>.pt`` -> an eval-mode predictor on ``device``.
+    """Eval-mode predictors on ``device``: one model file per region (``<model_dir>/<region>.pt``), or one joint
+    model of every region (``<model_dir>/joint.pt``), as {region: RegionModel} (a joint model under each of its
+    regions).
 
     Raises ConfigError for a missing or unreadable file, a model of another region (or, two-stage, decoding
     through another region's VQ-VAE), and region models trained on different modalities.
     """
     models = {}
-    for region in regions:
+    joint = Path(model_dir) / "joint.pt"
+    if joint.is_file():
+        models = _load_joint(joint, list(regions), device)
+    for region in regions if not models else ():
         path = Path(model_dir) / f"{region}.pt"
         net, vqvae, bundle = load_predictor_parts(path)
         patch = _check_contract(path, region, net, vqvae, bundle)
@@ -97,10 +122,11 @@ def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, Region
     by the protocol validation uses during training (agvq.inference.predictors.predict_region)."""
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     masks = {}
-    for region, m in models.items():
+    for m in {id(m): m for m in models.values()}.values():  # a joint model predicts its regions in one pass
         with autocast(device, precision):
-            masks[region] = predict_region(m.predictor, volume, m.patch_size, brain, cfg)
-    return masks
+            fg = predict_foreground(m.predictor, volume, m.patch_size, brain, cfg)
+        masks.update({region: fg[i] for i, region in enumerate(m.regions) if region in models})
+    return {region: masks[region] for region in models}
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,

@@ -51,11 +51,16 @@ class TwoStagePredictor(nn.Module):
         stride = self.vqvae.stride
         if any(s % stride for s in volume.shape[2:]):
             return None
-        logits = sliding_window_inference(
+        logits = self.code_logits(volume, patch_size, overlap, sw_batch_size, blend)
+        return torch.softmax(self.vqvae.decode_indices(logits.argmax(dim=1)).float(), dim=1)
+
+    def code_logits(self, volume: torch.Tensor, patch_size, overlap: float, sw_batch_size: int,
+                    blend: str) -> torch.Tensor:
+        """(1, C, X, Y, Z) -> (1, K, X/4, Y/4, Z/4) code logits, blended over sliding windows."""
+        return sliding_window_inference(
             volume, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=int(sw_batch_size),
             predictor=self.code_predictor, overlap=float(overlap), mode=blend, progress=False,
         )
-        return torch.softmax(self.vqvae.decode_indices(logits.argmax(dim=1)).float(), dim=1)
 
 
 class SingleStagePredictor(nn.Module):
@@ -67,6 +72,19 @@ class SingleStagePredictor(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(image).float(), dim=1)
+
+
+class JointPredictor(nn.Module):
+    """MRI -> one logit per region (a joint single-stage model) -> per-region foreground probabilities (sigmoid)."""
+
+    joint = True
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(image).float())
 
 
 def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, patch_size, overlap: float,
@@ -86,10 +104,11 @@ def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, pat
     )
 
 
-def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
-                   protocol: InferConfig) -> np.ndarray:
-    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean mask
-    (X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``.
+def predict_foreground(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
+                       protocol: InferConfig) -> np.ndarray:
+    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean masks
+    (R, X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``. R is 1 for the
+    2-class predictors of one region and the number of regions for a joint predictor.
 
     A predictor with ``whole_volume = True`` (whose output does not depend on what else is in its input, like the
     stage-1 VQ-VAE with batch or no norm) sees the volume in one pass instead of windows.
@@ -97,4 +116,11 @@ def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain
     roi = tuple(volume.shape[2:]) if getattr(predictor, "whole_volume", False) else tuple(patch_size)
     probs = sliding_window_probabilities(predictor, volume, roi, protocol.overlap, protocol.sw_batch_size,
                                          protocol.blend)
-    return (probs[0, 1] > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)
+    fg = probs[0] if getattr(predictor, "joint", False) else probs[0, 1:2]
+    return (fg > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)[None]
+
+
+def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
+                   protocol: InferConfig) -> np.ndarray:
+    """:func:`predict_foreground` of a one-region predictor: a boolean mask (X, Y, Z)."""
+    return predict_foreground(predictor, volume, patch_size, brain, protocol)[0]

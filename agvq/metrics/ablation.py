@@ -1,5 +1,7 @@
-"""The ablation report: per-variant means laid out like the paper's table, paired bootstrap comparisons of the main
-variant against every other one, a markdown report and a bar plot.
+"""The paper's two tables from this pipeline's evaluations: the method comparison and the AS x SM ablation, each
+in the paper's layout (per-region HD95 and Dice plus their averages), with the published BraTS 2021 numbers in
+separate columns beside ours, the seed-to-seed spread of every cell, and paired bootstrap comparisons of the main
+variant with every other variant (over cases and seeds: agvq.metrics.bootstrap).
 
 Reads what the evaluate stage writes (``<eval_dir>/<variant>.json`` summaries and ``<variant>_cases.csv`` per-case
 tables, see agvq.metrics.tables). Differences are ``main - other``: for Dice a positive difference favours the main
@@ -13,110 +15,78 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from agvq.config.variants import VariantSpec, paper_order  # noqa: E402
-from agvq.errors import ConfigError  # noqa: E402
-from agvq.io.atomic import atomic_path  # noqa: E402
-from agvq.metrics.tables import METRICS  # noqa: E402
+from agvq.config.variants import VariantSpec
+from agvq.errors import ConfigError
+from agvq.metrics.bootstrap import bootstrap_ci, paired_bootstrap, variant_ci  # noqa: F401  (re-exported)
+from agvq.metrics.published import Published, PublishedRow
+from agvq.metrics.tables import METRICS
 
 LABELS = {"hd95": "HD95", "dice": "Dice"}
 HIGHER_IS_BETTER = {"dice": True, "hd95": False}
 DECIMALS = {"dice": 3, "hd95": 2}
 YES, NO, NA = "✓", "✗", "–"
+TABLES = ("comparison", "ablation")
 
 
-def ablation_table(summaries: Mapping[str, dict], variants: Mapping[str, VariantSpec],
-                   regions: Sequence[str]) -> pd.DataFrame:
-    """One row per variant (paper order) with variant, model, label, stages, AS, SM, n_cases, ``<metric>_<region>``
-    (the region means of the evaluate summary) and ``<metric>_mean`` (their average)."""
+def table_rows(names: Sequence[str], variants: Mapping[str, VariantSpec], cases: Mapping[str, pd.DataFrame],
+               regions: Sequence[str], published: Published | None, table: str) -> pd.DataFrame:
+    """One row per variant of ``names`` (in that order): variant, model, label, stages, AS, SM, joint, n_cases,
+    seeds, ``<metric>_<region>`` (mean over cases and seeds), ``<metric>_avg`` (mean of the region means),
+    ``<metric>_<region>_sd`` / ``<metric>_avg_sd`` (standard deviation over seeds of the per-seed means) and
+    ``paper_<metric>_<region>`` / ``paper_<metric>_avg`` (the published row, NaN where there is none)."""
     rows = []
-    for name in paper_order(dict(variants)):
-        spec = variants[name]
-        if name not in summaries:
-            raise ValueError(f"no evaluation summary for variant {name}")
-        summary = summaries[name]
+    for name in names:
+        spec, table_cases = variants[name], cases[name]
+        seeds = sorted(int(s) for s in table_cases["seed"].unique()) if "seed" in table_cases else [0]
         row = {"variant": name, "model": spec.family, "label": spec.display_name, "stages": spec.stages,
-               "AS": spec.switch("attention_scaling"), "SM": spec.switch("soft_masking"),
-               "n_cases": int(summary.get("n_cases", 0))}
+               "AS": spec.switch("attention_scaling"), "SM": spec.switch("soft_masking"), "joint": spec.joint,
+               "n_cases": int(table_cases["case"].nunique()), "seeds": len(seeds)}
         for metric in METRICS:
+            per_seed = []
             for region in regions:
-                try:
-                    row[f"{metric}_{region}"] = float(summary["regions"][region][metric]["mean"])
-                except (KeyError, TypeError):
-                    raise ValueError(f"evaluation summary of variant {name} has no {metric} mean "
-                                     f"for region {region}") from None
-            row[f"{metric}_mean"] = float(np.mean([row[f"{metric}_{r}"] for r in regions]))
+                values = table_cases[table_cases["region"] == region]
+                if values.empty:
+                    raise ValueError(f"evaluation of variant {name} has no rows for region {region}")
+                by_seed = (values.groupby("seed")[metric] if "seed" in values else values.groupby(lambda _: 0)[metric])
+                means = by_seed.apply(lambda v: pd.to_numeric(v, errors="coerce").mean())
+                per_seed.append(means.to_numpy(dtype=np.float64))
+                row[f"{metric}_{region}"] = float(pd.to_numeric(values[metric], errors="coerce").mean())
+                row[f"{metric}_{region}_sd"] = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+            avg = np.mean(np.stack(per_seed), axis=0)  # the average over regions, per seed
+            row[f"{metric}_avg"] = float(np.mean([row[f"{metric}_{r}"] for r in regions]))
+            row[f"{metric}_avg_sd"] = float(np.std(avg, ddof=1)) if len(avg) > 1 else 0.0
+        paper = published_row(spec, published, table)
+        for metric in METRICS:
+            for region in list(regions) + ["avg"]:
+                row[f"paper_{metric}_{region}"] = _paper_value(paper, metric, region, regions)
+        row["paper_name"] = paper.name if paper is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _check_bootstrap(n_boot: int, confidence: float) -> None:
-    if int(n_boot) < 1:
-        raise ValueError(f"bootstrap resamples must be at least 1, got {n_boot}")
-    if not 0.0 < float(confidence) < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+def published_row(spec: VariantSpec, published: Published | None, table: str) -> PublishedRow | None:
+    """The published row shown beside a variant: in the comparison table the method ``spec.published`` names (or,
+    when unset, its family's name); in the ablation table the row with the variant's display name."""
+    if published is None:
+        return None
+    if table == "comparison":
+        return published.comparison.get(spec.published or spec.family)
+    return published.ablation.get(spec.display_name)
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement) of ``values``; all case indices drawn at once."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(int(n_boot), len(values)))
-    return values[idx].mean(axis=1)
-
-
-def bootstrap_ci(values, n_boot: int, seed: int, confidence: float) -> dict:
-    """Mean of the finite ``values`` and its percentile bootstrap confidence interval: {mean, ci_low, ci_high, n}."""
-    _check_bootstrap(n_boot, confidence)
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        raise ValueError("no finite values to bootstrap")
-    alpha = 1.0 - float(confidence)
-    low, high = np.quantile(_bootstrap_means(arr, n_boot, seed), [alpha / 2, 1 - alpha / 2])
-    return {"mean": float(arr.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(arr.size)}
-
-
-def _region_values(cases: pd.DataFrame, metric: str, region: str, side: str) -> pd.Series:
-    rows = cases[cases["region"] == region]
-    if rows.empty:
-        raise ValueError(f"per-case table {side} has no rows for region {region}")
-    ids = rows["case"].astype(str)
-    if ids.duplicated().any():
-        raise ValueError(f"per-case table {side} lists case {ids[ids.duplicated()].iloc[0]} twice for region {region}")
-    return pd.Series(pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=np.float64), index=ids.to_numpy())
-
-
-def paired_bootstrap(cases_a: pd.DataFrame, cases_b: pd.DataFrame, metric: str, region: str, n_boot: int,
-                     seed: int, confidence: float, names: tuple[str, str] = ("A", "B")) -> dict:
-    """Paired bootstrap of the mean per-case difference ``a - b`` of ``metric`` in ``region`` (paired by case id).
-
-    Returns {mean_diff, ci_low, ci_high (percentile interval at ``confidence``), p_value (two-sided: twice the
-    smaller share of bootstrap means on either side of 0, at most 1), n_cases (pairs used), n_dropped (pairs with a
-    non-finite value)}. Raises ValueError when the two tables do not hold the same cases (``names`` label them).
-    """
-    _check_bootstrap(n_boot, confidence)
-    a, b = _region_values(cases_a, metric, region, names[0]), _region_values(cases_b, metric, region, names[1])
-    only_a, only_b = sorted(set(a.index) - set(b.index)), sorted(set(b.index) - set(a.index))
-    if only_a or only_b:
-        raise ValueError(f"case sets differ for region {region}: {len(only_a)} only in {names[0]} {only_a[:3]}, "
-                         f"{len(only_b)} only in {names[1]} {only_b[:3]}")
-    diff = (a - b.reindex(a.index)).to_numpy()
-    finite = np.isfinite(diff)
-    if not finite.any():
-        raise ValueError(f"no case has finite {metric} in both tables for region {region}")
-    diff = diff[finite]
-    boot = _bootstrap_means(diff, n_boot, seed)
-    alpha = 1.0 - float(confidence)
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
-    return {"mean_diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "p_value": p_value,
-            "n_cases": int(diff.size), "n_dropped": int((~finite).sum())}
+def _paper_value(paper: PublishedRow | None, metric: str, region: str, regions: Sequence[str]) -> float:
+    if paper is None:
+        return float("nan")
+    values = getattr(paper, metric)
+    if region != "avg":
+        return float(values.get(region, float("nan")))
+    given = getattr(paper, f"{metric}_avg")
+    if given is not None and list(regions) == list(values):
+        return float(given)
+    return float(np.mean([values[r] for r in regions])) if all(r in values for r in regions) else float("nan")
 
 
 def compare_to_main(cases: Mapping[str, pd.DataFrame], order: Sequence[str], main: str, regions: Sequence[str],
@@ -137,15 +107,13 @@ def compare_to_main(cases: Mapping[str, pd.DataFrame], order: Sequence[str], mai
 
 def variant_intervals(cases: Mapping[str, pd.DataFrame], order: Sequence[str], regions: Sequence[str], n_boot: int,
                       seed: int, confidence: float) -> pd.DataFrame:
-    """Mean and bootstrap CI of each variant, metric and region (the bar plot's bars and error bars)."""
+    """Mean and bootstrap CI (cases and seeds) of each variant, metric and region (the bar plot's error bars)."""
     rows = []
     for variant in order:
-        table = cases[variant]
         for metric in METRICS:
             for region in regions:
-                values = pd.to_numeric(table.loc[table["region"] == region, metric], errors="coerce")
                 try:
-                    res = bootstrap_ci(values.to_numpy(dtype=np.float64), n_boot, seed, confidence)
+                    res = variant_ci(cases[variant], metric, region, n_boot, seed, confidence)
                 except ValueError as exc:
                     raise ValueError(f"variant {variant}, region {region}, {metric}: {exc}") from None
                 rows.append({"variant": variant, "metric": metric, "region": region, **res})
@@ -153,40 +121,56 @@ def variant_intervals(cases: Mapping[str, pd.DataFrame], order: Sequence[str], r
 
 
 def _fmt(value: float, metric: str) -> str:
-    return f"{value:.{DECIMALS[metric]}f}"
+    return "–" if not np.isfinite(value) else f"{value:.{DECIMALS[metric]}f}"
 
 
-def _mark(value: bool | None) -> str:
-    return NA if value is None else (YES if value else NO)
+def _mark(value) -> str:
+    return NA if value is None or (isinstance(value, float) and np.isnan(value)) else (YES if value else NO)
 
 
-def markdown_table(table: pd.DataFrame, regions: Sequence[str]) -> str:
-    """The paper-style table (Model, Stages, AS, SM, HD95 per region, Dice per region, Variant); the best value of
-    each metric column (max Dice, min HD95, compared as printed; ties all marked) in bold."""
-    columns = [(m, r) for m in ("hd95", "dice") for r in regions]
-    header = ["Model", "Stages", "AS", "SM"] + [f"{LABELS[m]} {r}" for m, r in columns] + ["Variant"]
+def markdown_table(table: pd.DataFrame, regions: Sequence[str], with_switches: bool,
+                   extra_published: Sequence[PublishedRow] = ()) -> str:
+    """The paper-style table: our HD95 and Dice per region and their average (mean ± seed spread when there are
+    several seeds; the best of each of our columns in bold, compared as printed), then the published BraTS 2021
+    values in their own columns, then the variant. ``extra_published`` rows (methods not retrained here) show the
+    published values only."""
+    cols = [(m, r) for m in ("hd95", "dice") for r in list(regions) + ["avg"]]
+    name = lambda r: "AVG" if r == "avg" else r  # noqa: E731
+    header = ["Model"] + (["Stages", "AS", "SM"] if with_switches else []) \
+        + [f"{LABELS[m]} {name(r)}" for m, r in cols] + [f"paper {LABELS[m]} {name(r)}" for m, r in cols] \
+        + ["Variant"]
+    align = [":---"] + ([":---:"] * 3 if with_switches else []) + ["---:"] * (2 * len(cols)) + [":---"]
     best = {}
-    for metric, region in columns:
+    for metric, region in cols:
         shown = table[f"{metric}_{region}"].round(DECIMALS[metric])
         best[(metric, region)] = shown.max() if HIGHER_IS_BETTER[metric] else shown.min()
-    align = [":---"] + [":---:"] * 3 + ["---:"] * len(columns) + [":---"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in table.to_dict("records"):
-        cells = [row["model"], str(row["stages"]), _mark(row["AS"]), _mark(row["SM"])]
-        for metric, region in columns:
-            value = row[f"{metric}_{region}"]
-            text = _fmt(value, metric)
-            cells.append(f"**{text}**" if round(value, DECIMALS[metric]) == best[(metric, region)] else text)
+        model = row["label"] + (" (joint)" if row["joint"] else "")
+        cells = [model] + ([str(row["stages"]), _mark(row["AS"]), _mark(row["SM"])] if with_switches else [])
+        for metric, region in cols:
+            value, sd = row[f"{metric}_{region}"], row[f"{metric}_{region}_sd"]
+            text = _fmt(value, metric) + (f" ± {sd:.{DECIMALS[metric]}f}" if row["seeds"] > 1 else "")
+            bold = round(value, DECIMALS[metric]) == best[(metric, region)]
+            cells.append(f"**{text}**" if bold else text)
+        cells += [_fmt(row[f"paper_{metric}_{region}"], metric) for metric, region in cols]
         cells.append(f"`{row['variant']}`")
+        lines.append("| " + " | ".join(cells) + " |")
+    for paper in extra_published:
+        cells = [f"{paper.name} (not retrained)"] + ([str(paper.stages or "–"), _mark(paper.AS), _mark(paper.SM)]
+                                                     if with_switches else [])
+        cells += ["–"] * len(cols)
+        for metric, region in cols:
+            cells.append(_fmt(_paper_value(paper, metric, region, regions), metric))
+        cells.append("–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(comparisons: pd.DataFrame, table: pd.DataFrame, main: str, regions: Sequence[str],
+def comparison_markdown(comparisons: pd.DataFrame, labels: Mapping[str, str], main: str, regions: Sequence[str],
                         confidence: float) -> str:
     """Main minus each other variant: mean difference [CI] per region, one row per variant and metric; "†" marks an
     interval that excludes 0."""
-    labels = dict(zip(table["variant"], table["label"]))
     pct = f"{100 * confidence:g}%"
     header = ["Comparison", "Metric"] + [f"{r} Δ [{pct} CI]" for r in regions]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", ":---"] + ["---:"] * len(regions)) + "|"]
@@ -201,72 +185,22 @@ def comparison_markdown(comparisons: pd.DataFrame, table: pd.DataFrame, main: st
     return "\n".join(lines) + "\n"
 
 
-def variant_colours(table: pd.DataFrame) -> dict[str, tuple]:
-    """One colour per variant: a colour map per model family (U-Net grey, AG-UNet blue, AG-VQ-VAE red, others
-    green), shaded light to dark in table order so the full model of each family is the darkest."""
-    maps = {"U-Net": "Greys", "AG-UNet": "Blues", "AG-VQ-VAE": "Reds"}
-    out = {}
-    for family, rows in table.groupby("model", sort=False):
-        cmap = plt.get_cmap(maps.get(family, "Greens"))
-        names = list(rows["variant"])
-        for j, name in enumerate(names):
-            out[name] = cmap(0.75 if len(names) == 1 else 0.35 + 0.5 * j / (len(names) - 1))
-    return out
-
-
-def bar_plot(intervals: pd.DataFrame, table: pd.DataFrame, path: str | os.PathLike, confidence: float) -> None:
-    """PNG of ``variant_intervals`` output: two panels (HD95, Dice), bars grouped by region, one colour per variant
-    (legend names and colours from the ablation ``table``), error bars = the bootstrap CI of the mean."""
-    labels, colours = dict(zip(table["variant"], table["label"])), variant_colours(table)
-    variants = list(dict.fromkeys(intervals["variant"]))
-    regions = list(dict.fromkeys(intervals["region"]))
-    width = 0.8 / max(len(variants), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    for ax, metric in zip(axes, ("hd95", "dice")):
-        for i, variant in enumerate(variants):
-            sub = intervals[(intervals["variant"] == variant) & (intervals["metric"] == metric)].set_index("region")
-            sub = sub.loc[regions]
-            x = np.arange(len(regions)) + (i - (len(variants) - 1) / 2) * width
-            err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]]).clip(min=0)
-            ax.bar(x, sub["mean"], width, yerr=err, capsize=2, color=colours[variant], edgecolor="black",
-                   linewidth=0.4, error_kw={"elinewidth": 0.8}, label=labels.get(variant, variant))
-        ax.set_xticks(np.arange(len(regions)), regions)
-        better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-        ax.set_title(f"{LABELS[metric]} ({better} is better)")
-        ax.set_ylabel("HD95 (mm)" if metric == "hd95" else "Dice")
-        if metric == "dice":
-            ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(variants), 7), frameon=False, fontsize=9)
-    fig.suptitle(f"Ablation on the test split (error bars: {100 * confidence:g}% bootstrap CI of the mean)",
-                 fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.05 * ((len(variants) - 1) // 7), 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+def count_excluding_zero(comparisons: pd.DataFrame) -> tuple[int, int]:
+    """(cells whose interval excludes 0, all cells) of a comparison table."""
+    excl = ((comparisons["ci_low"] > 0) | (comparisons["ci_high"] < 0)).sum()
+    return int(excl), int(len(comparisons))
 
 
 @dataclass
 class AblationReport:
-    table: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
     comparisons: pd.DataFrame
     intervals: pd.DataFrame
     summary: dict
     markdown: str
 
 
-def _nest_comparisons(comparisons: pd.DataFrame, main: str) -> dict:
-    """{"<main>_vs_<other>": {metric: {region: {mean_diff, ci_low, ci_high, p_value, n_cases}}}}."""
-    out: dict = {}
-    for row in comparisons.to_dict("records"):
-        cell = {k: row[k] for k in ("mean_diff", "ci_low", "ci_high", "p_value", "n_cases")}
-        out.setdefault(f"{main}_vs_{row['variant']}", {}).setdefault(row["metric"], {})[row["region"]] = cell
-    return out
-
-
-def _load(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
+def load_evaluation(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
     json_path, csv_path = eval_dir / f"{variant}.json", eval_dir / f"{variant}_cases.csv"
     for path in (json_path, csv_path):
         if not path.is_file():
@@ -282,43 +216,96 @@ def _load(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
     return summary, cases
 
 
-def ablation_report(eval_dir: str | os.PathLike, variants: Mapping[str, VariantSpec], regions: Sequence[str],
-                    main: str, n_boot: int, seed: int, confidence: float) -> AblationReport:
-    """Read every variant's evaluation from ``eval_dir``; build the table, comparisons, intervals, JSON and markdown.
+def _nest_comparisons(comparisons: pd.DataFrame, main: str) -> dict:
+    """{"<main>_vs_<other>": {metric: {region: {mean_diff, ci_low, ci_high, p_value, n_cases}}}}."""
+    out: dict = {}
+    for row in comparisons.to_dict("records"):
+        cell = {k: row[k] for k in ("mean_diff", "ci_low", "ci_high", "p_value", "n_cases")}
+        out.setdefault(f"{main}_vs_{row['variant']}", {}).setdefault(row["metric"], {})[row["region"]] = cell
+    return out
+
+
+def _json_rows(table: pd.DataFrame, regions: Sequence[str]) -> dict:
+    out = {}
+    for row in table.to_dict("records"):
+        entry = {"n_cases": row["n_cases"], "seeds": row["seeds"]}
+        for metric in METRICS:
+            keys = list(regions) + ["avg"]
+            entry[metric] = {("mean" if k == "avg" else k): row[f"{metric}_{k}"] for k in keys}
+            entry[f"{metric}_seed_sd"] = {("mean" if k == "avg" else k): row[f"{metric}_{k}_sd"] for k in keys}
+        out[row["variant"]] = entry
+    return out
+
+
+def ablation_report(eval_dir: str | os.PathLike, variants: Mapping[str, VariantSpec], lists: Mapping[str, list],
+                    regions: Sequence[str], main: str, n_boot: int, seed: int, confidence: float,
+                    published: Published | None) -> AblationReport:
+    """Read the evaluations of every variant in ``lists`` ({"comparison": [...], "ablation": [...]}) from
+    ``eval_dir``; build both tables, the paired comparisons with ``main``, the intervals, JSON and markdown.
 
     Raises ConfigError naming the file for a missing or unreadable evaluation, and for mismatched case sets."""
-    if main not in variants:
-        raise ConfigError(f"main variant {main!r} is not among the variants {list(variants)}")
+    names = list(dict.fromkeys(n for key in TABLES for n in lists.get(key, ())))
+    if main not in names:
+        raise ConfigError(f"main variant {main!r} is in neither table {dict(lists)}")
     eval_dir = Path(eval_dir)
-    loaded = {v: _load(eval_dir, v) for v in variants}
-    summaries, cases = {v: s for v, (s, _) in loaded.items()}, {v: c for v, (_, c) in loaded.items()}
+    loaded = {v: load_evaluation(eval_dir, v) for v in names}
+    cases = {v: c for v, (_, c) in loaded.items()}
     try:
-        table = ablation_table(summaries, variants, regions)
-        order = list(table["variant"])
-        comparisons = compare_to_main(cases, order, main, regions, n_boot, seed, confidence)
-        intervals = variant_intervals(cases, order, regions, n_boot, seed, confidence)
+        tables = {key: table_rows(list(lists.get(key, ())), variants, cases, regions, published, key)
+                  for key in TABLES if lists.get(key)}
+        comparisons = compare_to_main(cases, names, main, regions, n_boot, seed, confidence)
+        intervals = variant_intervals(cases, names, regions, n_boot, seed, confidence)
     except ValueError as exc:
         raise ConfigError(f"evaluations in {eval_dir}: {exc}") from None
+    seeds = sorted({int(r) for t in tables.values() for r in t["seeds"]})
     summary = {
         "main_variant": main,
-        "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "confidence": float(confidence)},
-        "variants": {row["variant"]: {"n_cases": row["n_cases"], **{
-            m: {**{r: row[f"{m}_{r}"] for r in regions}, "mean": row[f"{m}_mean"]} for m in METRICS}}
-            for row in table.to_dict("records")},
+        "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "confidence": float(confidence),
+                      "resampled": "cases (paired) and, within each variant, training seeds"},
+        "variants": {k: v for t in tables.values() for k, v in _json_rows(t, regions).items()},
+        "tables": {key: list(t["variant"]) for key, t in tables.items()},
         "comparisons": _nest_comparisons(comparisons, main),
+        "published": {"source": published.source, "dataset": published.dataset} if published else None,
     }
-    n = sorted(set(table["n_cases"]))
+    markdown = report_markdown(tables, comparisons, main, regions, n_boot, seed, confidence, published, seeds,
+                               {v: variants[v].display_name for v in names})
+    return AblationReport(tables, comparisons, intervals, summary, markdown)
+
+
+def report_markdown(tables: Mapping[str, pd.DataFrame], comparisons: pd.DataFrame, main: str,
+                    regions: Sequence[str], n_boot: int, seed: int, confidence: float, published: Published | None,
+                    seeds: Sequence[int], labels: Mapping[str, str]) -> str:
+    n = sorted({int(x) for t in tables.values() for x in t["n_cases"]})
+    k = sorted({int(x) for t in tables.values() for x in t["seeds"]})
     pct = f"{100 * confidence:g}%"
-    markdown = "\n".join([
-        "# Ablation", "",
-        f"Test split, {' / '.join(map(str, n))} cases. Means per region; HD95 in mm (lower is better), Dice (higher is "
-        "better); the best value of each column in bold. Stages: 2 = two-stage (VQ-VAE shape codebook + code "
-        "predictor), 1 = single-stage. AS = attention scaling, SM = soft masking (– : not applicable).", "",
-        markdown_table(table, regions),
+    spread = (" Cells show the mean over cases and seeds ± the standard deviation over seeds of the per-seed mean."
+              if max(k) > 1 else " One training seed per model: no seed spread is shown.")
+    paper = (f" The `paper` columns are the PUBLISHED numbers ({published.source}) on real {published.dataset}, "
+             "with the paper's models and budget: they are not comparable with ours, which come from this run."
+             if published else "")
+    head = [
+        "# The paper's tables, reproduced by this pipeline", "",
+        f"Test split, {' / '.join(map(str, n))} cases, {' / '.join(map(str, k))} training seed(s) per model. "
+        "HD95 in mm (lower is better), Dice (higher is better), AVG = mean of the three regions; the best of each "
+        f"of our columns in bold.{spread}{paper} (joint) marks a single-stage model trained once for all regions "
+        "(one sigmoid output per region) instead of once per region.", "",
+    ]
+    parts = []
+    if "comparison" in tables:
+        extra = [row for name, row in (published.comparison.items() if published else ())
+                 if name not in set(tables["comparison"]["paper_name"])]
+        parts += ["## Comparison with other methods", "", markdown_table(tables["comparison"], regions, False, extra)]
+    if "ablation" in tables:
+        parts += ["## Ablation of attention scaling (AS) and soft masking (SM)", "",
+                  "Stages: 2 = two-stage (VQ-VAE shape codebook + code predictor), 1 = single-stage.", "",
+                  markdown_table(tables["ablation"], regions, True)]
+    excl, total = count_excluding_zero(comparisons)
+    parts += [
         "## Paired comparison with the main variant", "",
-        f"Per-case differences `{main}` minus the other variant (paired by case id), mean and {pct} percentile "
-        f"bootstrap CI ({int(n_boot)} resamples, seed {int(seed)}). Dice: > 0 favours `{main}`; HD95: < 0 favours "
-        f"`{main}`. † the CI excludes 0.", "",
-        comparison_markdown(comparisons, table, main, regions, confidence),
-    ])
-    return AblationReport(table, comparisons, intervals, summary, markdown)
+        f"Differences `{main}` minus the other variant, paired by case; {pct} percentile bootstrap CI "
+        f"({int(n_boot)} resamples, seed {int(seed)}) resampling the cases and, within each variant, its training "
+        f"seeds. Dice: > 0 favours `{main}`; HD95: < 0 favours `{main}`. † the CI excludes 0 ({excl} of {total} "
+        "cells).", "",
+        comparison_markdown(comparisons, labels, main, regions, confidence),
+    ]
+    return "\n".join(head + parts)

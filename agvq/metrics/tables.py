@@ -35,8 +35,10 @@ def summarize(cases: pd.DataFrame, regions: Sequence[str], empty_penalty: float)
     """Summary of a per-case table (columns as in COLUMNS, one row per case and region).
 
     Returns {"n_cases", "conventions" (what the empty-mask rules are), "regions": {region: {"count",
-    "dice": stats, "hd95": stats, "conventions": {name: count}, "nonfinite": {metric: count}}},
-    "mean": {metric: mean over regions of the region means}}.
+    "dice": stats, "hd95": stats, "conventions": {name: count}, "nonfinite": {metric: count}, "seed_sd":
+    {metric: spread over training seeds}}}, "mean": {metric: mean over regions of the region means}, "seeds",
+    and with a ``seed`` column "per_seed": {seed: {region: {metric: mean}}}}. Statistics pool every (case, seed)
+    row.
     """
     missing = [c for c in ("case", "region", *METRICS, "convention") if c not in cases.columns]
     if missing:
@@ -65,12 +67,28 @@ def summarize(cases: pd.DataFrame, regions: Sequence[str], empty_penalty: float)
                 raise ValueError(f"region {region} has no finite {metric} value")
             entry[metric] = _stats(finite)
         entry["conventions"] = {name: int((conv == name).sum()) for name in CONVENTIONS}
+        entry["seed_sd"] = {metric: seed_spread(rows, metric) for metric in METRICS}
         summary["regions"][region] = entry
     summary["mean"] = {
         metric: float(np.mean([summary["regions"][r][metric]["mean"] for r in regions])) for metric in METRICS
     }
+    seeds = sorted(int(x) for x in cases["seed"].unique()) if "seed" in cases.columns else [0]
+    summary["seeds"] = seeds
+    if "seed" in cases.columns:
+        summary["per_seed"] = {
+            str(seed): {region: {metric: float(pd.to_numeric(
+                cases.loc[(cases["seed"] == seed) & (cases["region"] == region), metric], errors="coerce").mean())
+                for metric in METRICS} for region in regions} for seed in seeds}
     _assert_finite(summary)
     return summary
+
+
+def seed_spread(rows: pd.DataFrame, metric: str) -> float:
+    """Standard deviation (ddof 1) over training seeds of the per-seed mean of ``metric``; 0 with one seed."""
+    if "seed" not in rows.columns:
+        return 0.0
+    means = rows.groupby("seed")[metric].apply(lambda v: pd.to_numeric(v, errors="coerce").mean())
+    return float(means.std(ddof=1)) if len(means) > 1 else 0.0
 
 
 def _assert_finite(obj, where: str = "summary") -> None:

@@ -7,13 +7,13 @@ from torch import nn
 
 from agvq.config import CondModelConfig, VariantSpec, to_dict
 from agvq.errors import ConfigError
-from agvq.models.baseline import UNetBaseline
+from agvq.models.baseline import BASELINE_KINDS
 from agvq.models.conditional import AGUNet, CodePredictor
 
 KINDS: dict[str, Callable[..., nn.Module]] = {
     CodePredictor.kind: CodePredictor,
     AGUNet.kind: AGUNet,
-    UNetBaseline.kind: UNetBaseline,
+    **BASELINE_KINDS,
 }
 
 
@@ -38,18 +38,24 @@ def backbone_kwargs(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: 
 
 
 def build_model(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: int,
-                num_embeddings: int | None = None) -> nn.Module:
+                num_embeddings: int | None = None, patch_size=None, out_channels: int = 2) -> nn.Module:
     """Model of one variant: two-stage -> CodePredictor (needs the stage-1 ``num_embeddings``); single-stage
-    transformer -> AGUNet; ``arch: unet`` -> the MONAI U-Net baseline."""
-    if spec.arch == "unet":
-        return _construct(UNetBaseline.kind, {**to_dict(model_cfg.unet), "in_channels": in_channels,
-                                              "out_channels": 2})
+    transformer -> AGUNet; ``arch: unet | unetr | swinunetr | segresnet`` -> the MONAI baseline (UNETR also needs
+    the training ``patch_size``, its fixed input size). ``out_channels``: 2 (background/foreground softmax of one
+    region) or the number of regions of a joint model (one sigmoid output per region)."""
+    if spec.arch != "transformer":
+        kwargs = {**to_dict(getattr(model_cfg, spec.arch)), "in_channels": in_channels, "out_channels": out_channels}
+        if spec.arch == "unetr":
+            if patch_size is None:
+                raise ConfigError("a UNETR variant needs the training patch size (its fixed input size)")
+            kwargs["img_size"] = [int(p) for p in patch_size]
+        return _construct(spec.arch, kwargs)
     kwargs = backbone_kwargs(spec, model_cfg, in_channels)
     if spec.two_stage:
         if num_embeddings is None:
             raise ConfigError("a two-stage variant needs num_embeddings (the stage-1 codebook size)")
         return _construct(CodePredictor.kind, {**kwargs, "num_embeddings": num_embeddings})
-    return _construct(AGUNet.kind, {**kwargs, "out_channels": 2})
+    return _construct(AGUNet.kind, {**kwargs, "out_channels": out_channels})
 
 
 def rebuild(kind: str, config: Mapping[str, Any]) -> nn.Module:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from agvq.errors import ConfigError
@@ -77,3 +77,26 @@ class CodeLoss(nn.Module):
         w = self.code_weights.to(logits.device)[indices.long()]
         norm = w.sum().clamp_min(1e-12)
         return -(self.focal_weight * (w * focal_terms).sum() + self.ce_weight * (w * log_pt).sum()) / norm
+
+
+class MultiLabelMaskLoss(nn.Module):
+    """``dice_weight * soft Dice + ce_weight * binary CE`` of R sigmoid logits (B, R, ...) vs R binary masks
+    (B, R, ...): one independent foreground/background problem per region (the regions overlap). MONAI's DiceLoss
+    with sigmoid (pooled over the batch, as in :class:`MaskLoss`) plus ``BCEWithLogitsLoss``; MONAI's DiceCELoss
+    is not used because, for more than one channel, its CE term is a softmax over the channels even with
+    ``sigmoid=True``, which is wrong for overlapping regions."""
+
+    def __init__(self, dice_weight: float, ce_weight: float):
+        super().__init__()
+        if dice_weight < 0 or ce_weight < 0 or dice_weight + ce_weight <= 0:
+            raise ConfigError(f"multi-label mask loss: weights must be >= 0 and not both 0, got "
+                              f"dice_weight={dice_weight}, ce_weight={ce_weight}")
+        self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
+        self.dice = DiceLoss(include_background=True, sigmoid=True, batch=True)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape:
+            raise ValueError(f"multi-label targets {tuple(target.shape)} do not match logits {tuple(logits.shape)}")
+        logits, target = logits.float(), (target > 0.5).float()
+        return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.bce(logits, target)

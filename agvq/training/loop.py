@@ -127,6 +127,7 @@ class _Subset:
 
     def __init__(self, store: CaseStore, indices: list[int]):
         self.store, self.indices = store, list(indices)
+        self.region = store.region
 
     def __len__(self) -> int:
         return len(self.indices)

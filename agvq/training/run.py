@@ -62,7 +62,7 @@ def fingerprint(paths: TrainingPaths, identity: dict, extra_files=()) -> str:
     return h.hexdigest()
 
 
-def train_and_save(task, kind: str, region: str, cfg: TrainConfig, protocol: ValidationProtocol, rt: Runtime,
+def train_and_save(task, kind: str, region: str | tuple[str, ...], cfg: TrainConfig, protocol: ValidationProtocol, rt: Runtime,
                    paths: TrainingPaths, seed: int, identity: dict, contract: dict, desc: str, extra_files=(),
                    extra: dict | None = None):
     """Train ``task`` on the train split, pick the best epoch on val (by ``protocol``, the infer + evaluate
@@ -83,7 +83,7 @@ def train_and_save(task, kind: str, region: str, cfg: TrainConfig, protocol: Val
             "train_cases": len(train), "val_cases": len(val),
         }
         # Wall time goes in the contract, not the metrics: metrics stay bit-identical across identical runs.
-        contract = {"kind": kind, "region": region, "in_channels": train.in_channels,
+        contract = {"kind": kind, "region": region if isinstance(region, str) else None, "in_channels": train.in_channels,
                     "modalities": prepared_modalities(paths.prepared), "train_seconds": round(result.seconds, 2),
                     "patch_size": list(cfg.patch_size), **contract}
         save_atomic(model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)

@@ -11,8 +11,8 @@ from torch import nn
 
 from agvq.config import CondLossConfig, MaskLossConfig
 from agvq.errors import ConfigError
-from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor
-from agvq.models.losses import CodeLoss, MaskLoss
+from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor
+from agvq.models.losses import CodeLoss, MaskLoss, MultiLabelMaskLoss
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -68,6 +68,29 @@ class CodeTask:
         weights = code_balance_weights(vqvae.quantizer.cluster_size, loss.code_balance) if loss.code_balance else None
         self.loss = CodeLoss(focal_weight=loss.focal_weight, ce_weight=loss.ce_weight, gamma=loss.gamma,
                              code_weights=weights)
+        self.align_weight, self.decoded_dice_weight = float(loss.align_weight), float(loss.decoded_dice_weight)
+        self.decoded_loss = MaskLoss(dice_weight=1.0, ce_weight=0.0)
+
+    def expected_embedding(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax of the code logits (B, K, ...) times the frozen codebook (K, D) -> (B, D, ...): a differentiable
+        stand-in for the argmax code's embedding."""
+        codebook = self.vqvae.quantizer.embedding.detach()
+        return torch.einsum("bk...,kd->bd...", torch.softmax(logits, dim=1), codebook)
+
+    def auxiliary_losses(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The optional alignment and decoded-mask losses (each only when its weight is positive)."""
+        out = {}
+        if self.align_weight <= 0 and self.decoded_dice_weight <= 0:
+            return out
+        emb = self.expected_embedding(logits)
+        if self.align_weight > 0:
+            goal = self.vqvae.quantizer.lookup(target).detach().to(emb.dtype)
+            out["align_loss"] = self.align_weight * torch.mean((emb - goal) ** 2)
+        if self.decoded_dice_weight > 0:
+            with torch.autocast(device_type=emb.device.type, enabled=False):
+                decoded = self.vqvae.decode(emb.float())
+            out["decoded_dice_loss"] = self.decoded_dice_weight * self.decoded_loss(decoded.float(), mask)
+        return out
 
     @torch.no_grad()
     def targets(self, mask: torch.Tensor) -> torch.Tensor:
@@ -81,7 +104,11 @@ class CodeTask:
         logits = model(batch["image"]).float()
         loss = self.loss(logits, target)
         accuracy = (logits.detach().argmax(1) == target).float().mean()
-        return loss, {"code_accuracy": accuracy}
+        logs = {"code_accuracy": accuracy}
+        for name, value in self.auxiliary_losses(logits, target, batch["mask"]).items():
+            loss = loss + value
+            logs[name] = value.detach()
+        return loss, logs
 
     def predictor(self, model: nn.Module) -> nn.Module:
         return TwoStagePredictor(model, self.vqvae)
@@ -103,6 +130,27 @@ class SegmentationTask:
 
     def predictor(self, model: nn.Module) -> nn.Module:
         return SingleStagePredictor(model)
+
+    @staticmethod
+    def val_input(case) -> torch.Tensor:
+        return torch.from_numpy(case.image)
+
+
+class JointSegmentationTask:
+    """A joint single-stage model: MRI -> one logit per region; loss soft Dice + binary CE on every region (the
+    regions overlap, WT containing TC containing ET, so each output is its own sigmoid)."""
+
+    kind = "joint_segmentation"
+
+    def __init__(self, model: nn.Module, loss: CondLossConfig):
+        self.model = model
+        self.loss = MultiLabelMaskLoss(dice_weight=loss.dice_weight, ce_weight=loss.ce_weight)
+
+    def forward_loss(self, model: nn.Module, batch: dict):
+        return self.loss(model(batch["image"]).float(), batch["mask"]), {}
+
+    def predictor(self, model: nn.Module) -> nn.Module:
+        return JointPredictor(model)
 
     @staticmethod
     def val_input(case) -> torch.Tensor:
