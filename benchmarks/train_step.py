@@ -38,10 +38,11 @@ from agvq.config import parse_params  # noqa: E402
 from agvq.device import resolve_device  # noqa: E402
 from agvq.training.runtime import Runtime, seed_everything  # noqa: E402
 from agvq.training.stage1 import build_vqvae  # noqa: E402
-from agvq.training.tasks import CodeTask, SegmentationTask, VQVAETask  # noqa: E402
+from agvq.training.tasks import CodeTask, JointSegmentationTask, SegmentationTask, VQVAETask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("vqvae", "code_predictor", "agunet", "unet")
+KINDS = ("vqvae", "code_predictor", "agunet", "unet", "unetr", "swinunetr", "segresnet_joint")
+JOINT = ("unet", "unetr", "swinunetr", "segresnet_joint")  # one model, one sigmoid output per region
 
 
 def _status(field: str) -> int:
@@ -87,7 +88,8 @@ def mask_batch(batch: int, patch, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-VARIANT_OF = {"code_predictor": "agvqvae", "agunet": "agunet", "unet": "unet"}
+VARIANT_OF = {"code_predictor": "agvqvae", "agunet": "agunet", "unet": "unet", "unetr": "unetr",
+              "swinunetr": "swinunetr", "segresnet_joint": "segresnet"}
 
 
 def make_task(kind: str, params, in_channels: int = 4):
@@ -103,7 +105,10 @@ def make_task(kind: str, params, in_channels: int = 4):
     if kind == "code_predictor":
         frozen = build_vqvae(vq)
         return CodeTask(build_model(spec, cond.model, in_channels, vq.model.num_embeddings), frozen, cond.loss)
-    return SegmentationTask(build_model(spec, cond.model, in_channels), cond.loss)
+    if spec.joint:
+        return JointSegmentationTask(build_model(spec, cond.model, in_channels, patch_size=cond.train.patch_size,
+                                                 out_channels=len(params.regions)), cond.loss)
+    return SegmentationTask(build_model(spec, cond.model, in_channels, patch_size=cond.train.patch_size), cond.loss)
 
 
 def train_settings(kind: str, params):
@@ -131,11 +136,12 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def measure(make, rt: Runtime, batch: int, patch, steps: int, warmup: int) -> dict:
+def measure(make, rt: Runtime, batch: int, patch, steps: int, warmup: int, mask_channels: int = 1) -> dict:
     """Seconds per training step (best of two means over ``steps``) and peak memory (model, optimiser state,
-    activations) of the task ``make()`` builds."""
-    data = {"image": rt.to_device(torch.randn(batch, 4, *patch) + mask_batch(batch, patch)),
-            "mask": rt.to_device(mask_batch(batch, patch))}
+    activations) of the task ``make()`` builds (``mask_channels``: regions of a joint model)."""
+    masks = mask_batch(batch, patch)
+    data = {"image": rt.to_device(torch.randn(batch, 4, *patch) + masks),
+            "mask": rt.to_device(masks.repeat(1, mask_channels, 1, 1, 1))}
     with PeakMemory(rt.device) as mem:
         task = make()
         model = task.model.to(rt.device)
@@ -180,7 +186,8 @@ def run_one(args, rt: Runtime, params) -> dict:
     if args.one == "segresnet":
         return measure(lambda: SegmentationTask(segresnet_like(args.match_params)), rt, batch, patch, args.steps,
                        args.warmup)
-    return measure(lambda: make_task(args.one, params), rt, batch, patch, args.steps, args.warmup)
+    return measure(lambda: make_task(args.one, params), rt, batch, patch, args.steps, args.warmup,
+                   len(params.regions) if args.one in JOINT else 1)
 
 
 def run_isolated(kind: str, size: str, argv: list[str], match_params: int = 0) -> dict:
@@ -194,13 +201,16 @@ def run_isolated(kind: str, size: str, argv: list[str], match_params: int = 0) -
 
 def estimate_hours(params, rates: dict[str, float]) -> tuple[float, list[str]]:
     """Training time of every model of the pipeline at ``params`` from measured patches/s per kind."""
-    regions = len(params.regions)
-    kinds = ["vqvae"] + ["code_predictor"] * len(params.two_stage_variants) + [
-        "unet" if params.variant(v).arch == "unet" else "agunet" for v in params.single_stage_variants]
+    regions, seeds = len(params.regions), len(params.seeds)
+    joint = {v: k for k, v in VARIANT_OF.items() if k in JOINT}
+    kinds = ["code_predictor"] * len(params.two_stage_variants) * seeds + [
+        "agunet"] * len(params.single_stage_variants) * seeds
+    kinds = ["vqvae"] * regions + [k for k in kinds for _ in range(regions)] + [
+        joint[params.variant(v).arch] for v in params.joint_variants for _ in range(seeds)]
     lines, total = [], 0.0
     for kind in dict.fromkeys(kinds):
         train = train_settings(kind, params)
-        n = kinds.count(kind) * regions
+        n = kinds.count(kind)
         hours = train.epochs * train.patches_per_epoch / rates[kind] / 3600
         total += n * hours
         lines.append(f"  {n:2d} x {kind:15s} {train.epochs} epochs x {train.patches_per_epoch} patches / "

@@ -12,7 +12,7 @@ import yaml
 from agvq.config.schema import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["agvq", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config"]
+COPY = ["agvq", "stages", "references", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config"]
 
 TINY = {
     "synthesize": {"count": 8, "shape": [48, 48, 32]},
