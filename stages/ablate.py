@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.io.atomic import write_json, write_text  # noqa: E402
 from agvq.metrics.ablation import ablation_report, bar_plot  # noqa: E402
 
@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--markdown", required=True, help="markdown tables to write")
     parser.add_argument("--plot", required=True, help="bar plot PNG to write")
     args = parser.parse_args()
+    guard_paths(args, "ablate", inputs=("eval_dir",), files=("json", "markdown", "plot"))
     params = load_params(args.params)
     s = params.ablate
     report = ablation_report(args.eval_dir, params.variants, list(params.regions), s.main_variant, s.bootstrap, s.seed,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.io.splits import split_ids  # noqa: E402
 from agvq.metrics.evaluate import evaluate_predictions, ground_truth  # noqa: E402
 from agvq.metrics.figures import draw_evaluation  # noqa: E402
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--out-json", required=True, help="summary JSON to write")
     parser.add_argument("--figure", help="qualitative PNG to write (truth and prediction overlays)")
     args = parser.parse_args()
+    guard_paths(args, "evaluate", inputs=("pred", "raw", "splits"), files=("out_csv", "out_json", "figure"))
     params = load_params(args.params)
     cfg, regions = params.evaluate, list(params.regions)
     case_ids = split_ids(args.splits, args.split)

@@ -1,13 +1,15 @@
 """Predict BraTS label maps with one variant's region models, on the test split or on any folder of new scans.
 
-Writes ``<out>/<case>.nii.gz`` on each case's original grid with its affine, in the case's own label convention.
+Writes ``<out>/<case>.nii.gz`` on each case's original grid with its affine, in the case's own label convention,
+and with ``--report`` a JSON of the predicted and skipped cases (``infer.on_error``). An existing ``--out`` folder is
+replaced only if this stage wrote it.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.device import check_precision, resolve_device, set_threads  # noqa: E402
 from agvq.inference.predict import CropSettings, run_inference  # noqa: E402
 from agvq.io.splits import split_ids  # noqa: E402
@@ -20,7 +22,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder to write predictions to")
     parser.add_argument("--splits", help="splits JSON; predict its --split cases (default: every case in --raw)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--report", help="JSON report to write: predicted cases, skipped cases and why")
     args = parser.parse_args()
+    guard_paths(args, "infer", inputs=("models", "raw", "splits"), folders=("out",), files=("report",))
     params = load_params(args.params)
     case_ids = split_ids(args.splits, args.split) if args.splits else None
     set_threads(params.runtime.threads)
@@ -28,7 +32,7 @@ def main() -> None:
     precision = check_precision(params.runtime.precision, device)
     crop = CropSettings(params.preprocess.margin, params.preprocess.stride)
     written = run_inference(args.models, args.raw, args.out, case_ids, params.regions, params.infer, crop, device,
-                            precision)
+                            precision, report=args.report)
     print(f"wrote {len(written)} predictions to {args.out}")
 
 
