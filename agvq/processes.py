@@ -33,16 +33,23 @@ def _init_worker(parent: int, initializer, initargs) -> None:
         initializer(*initargs)
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel what is queued and terminate the running workers (Python >= 3.14 has a method for it)."""
-    pool.shutdown(wait=False, cancel_futures=True)
+def _stop_workers(pool: ProcessPoolExecutor, timeout: float = 30.0) -> None:
+    """Cancel what is queued, terminate the running workers and wait for them (Python >= 3.14 has a method)."""
     terminate = getattr(pool, "terminate_workers", None)
     if terminate is not None:
         terminate()
         return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,14 @@ def resolve_output(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(os.fspath(path)))
 
 
+_STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def in_staging(path: Path) -> bool:
+    """Whether ``path`` lies inside a temporary folder of :mod:`agvq.io.outputs` (a folder being staged)."""
+    return any(_STAGING.match(p.name) for p in path.parents)
+
+
 def temp_pattern(name: str) -> re.Pattern:
     """Names of this module's temporaries of an output called ``name`` (files and folders)."""
     return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp(\..+)?$")
@@ -138,19 +146,27 @@ class StagedFile:
     def __init__(self, path: str | os.PathLike, suffix: str | None = None):
         self.shown = os.fspath(path)
         self.target = resolve_output(path)
+        # Inside a folder being staged, errors go up as they are: the folder's stage names the output in its message.
+        self.in_staging = in_staging(self.target)
+        self.fd = None
         if self.target.is_dir():
             raise OutputError(f"output {self.shown} is a folder; the stage writes a file there (choose a file path)")
-        make_parent(self.target, self.shown)
-        remove_stale(self.target)
-        suffix = "".join(self.target.suffixes) if suffix is None else suffix
         try:
+            if not self.in_staging:  # a staging folder that is gone was aborted: do not bring it back
+                self.target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(self.target)
+            suffix = "".join(self.target.suffixes) if suffix is None else suffix
             self.fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp" + suffix,
                                             dir=self.target.parent)
         except OSError as exc:
-            raise output_error(exc, self.shown) from None
+            raise self.error(exc) from None
         self.tmp = Path(tmp)
         lock(self.fd)
         os.chmod(self.tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the permissions open() would
+
+    def error(self, exc: OSError) -> OSError | OutputError:
+        """The error to raise for a failure writing this file: a one-line OutputError, or ``exc`` in staging."""
+        return exc if self.in_staging else output_error(exc, self.shown)
 
     def commit(self) -> None:
         try:
@@ -159,7 +175,7 @@ class StagedFile:
             os.replace(self.tmp, self.target)
         except OSError as exc:
             self.abort()
-            raise output_error(exc, self.shown) from None
+            raise self.error(exc) from None
         os.close(self.fd)
         self.fd = None
 
@@ -186,7 +202,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     except OSError as exc:
         staged.abort()
         if exc.errno in FULL_DISK or staged.owns(exc.filename):
-            raise output_error(exc, staged.shown) from None
+            raise staged.error(exc) from None
         raise
     except BaseException:
         staged.abort()

@@ -99,7 +99,7 @@ def check_separate(inputs: dict[str, str | os.PathLike | None], outputs: dict[st
             if relation is None:
                 continue
             kind = "input" if (other, other_shown, other_path) in ins else "output"
-            what = "the same path as" if relation == "is" else relation
+            what = "is the same path as" if relation == "is" else relation
             raise OutputError(f"output {name} {shown} {what} the {kind} {other} {other_shown}; choose an output "
                               f"path outside the stage's inputs and other outputs")
 
@@ -214,10 +214,14 @@ class StagedOutputs:
         return item.tmp
 
     def write_json(self, path: str | os.PathLike, obj) -> None:
-        self.file(path).write_text(json_text(obj))
+        self.write_text(path, json_text(obj))
 
     def write_text(self, path: str | os.PathLike, text: str) -> None:
-        self.file(path).write_text(text)
+        tmp = self.file(path)
+        try:
+            tmp.write_text(text)
+        except OSError as exc:
+            raise output_error(exc, os.fspath(path)) from None
 
     def commit(self) -> None:
         try:
