@@ -17,7 +17,7 @@ from agvq.config import Params
 from agvq.config import load_params as _load_params
 from agvq.errors import CaseError, ConfigError, TrainingError
 from agvq.io.atomic import ensure_writable
-from agvq.io.outputs import check_replaceable, check_separate
+from agvq.io.outputs import check_replaceable, check_separate, remove_stale_outputs
 
 log = logging.getLogger("agvq")
 
@@ -55,7 +55,8 @@ def guard_paths(args: argparse.Namespace, stage: str, inputs: Iterable[str] = ()
 
     an output that equals, contains or lies inside an input or another output is refused; an existing output
     folder is refused unless ``stage`` wrote it (agvq.io.outputs.check_replaceable); every output's folder must be
-    writable with some room on its disk. Each problem is one OutputError line.
+    writable with some room on its disk. Each problem is one OutputError line. Temporaries that a killed run of
+    the stage left beside its outputs are removed.
     """
     def option(name: str) -> str:
         return "--" + name.replace("_", "-")
@@ -68,6 +69,9 @@ def guard_paths(args: argparse.Namespace, stage: str, inputs: Iterable[str] = ()
         if getattr(args, name) is not None:
             check_replaceable(getattr(args, name), stage)
     ensure_writable([p for p in outs.values() if p is not None])
+    for name in (*folders, *files):
+        if getattr(args, name) is not None:
+            remove_stale_outputs(getattr(args, name), stage if name in folders else None)
 
 
 def guard_training_paths(args: argparse.Namespace, stage: str, inputs: Iterable[str] = ()) -> None:

@@ -328,6 +328,28 @@ def _denied(path):
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
+def _train_disk_full(ctx: Ctx) -> None:
+    """A training stage on a disk that is full: every .pt written goes to /dev/full (writes fail with ENOSPC)."""
+    import builtins
+
+    from tests.helpers_training import TINY, make_prepared, vqvae_argv
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    prepared, splits = make_prepared(ctx.root / "data", n=6, size=32)
+    ctx.params_extra = deep_merge(TINY, {"vqvae": {"train": {"epochs": 1}}})
+    ctx.script, ctx.argv = "train_vqvae.py", vqvae_argv(ctx.root, ctx.root / "data", "m")[2:]
+    ctx.inputs = [prepared, splits]
+    real = builtins.open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".pt"):
+            return real("/dev/full", mode, *args, **kwargs)
+        return real(file, mode, *args, **kwargs)
+
+    ctx.monkeypatch.setattr(builtins, "open", full_disk_open)
+
+
 def _counting_predict(ctx: Ctx) -> None:
     import agvq.inference.predict as predict
 
@@ -512,6 +534,7 @@ FAULTS: dict[str, Fault] = {
                                          _full_on(c, Path, "write_text",
                                                   lambda p, *a, **k: p.name.startswith(".report.json."))), 2,
                               r"^error: cannot write .*report\.json: the disk is full"),
+    "train_disk_full": Fault(_train_disk_full, 2, r"^error: cannot write .*\.pt: the disk is full"),
     "infer_disk_full": Fault(lambda c: (_previous_infer(c), _full_on(c, nib, "save")), 2,
                              r"^error: cannot write .*pred: the disk is full"),
     # --- infer: every case checked first; stop or skip ---

@@ -8,7 +8,8 @@ import torch
 from monai.transforms import CropForeground, NormalizeIntensity
 
 from agvq.io.prepared import list_cases, load_case, load_props
-from agvq.data.preprocess import brain_mask, crop, crop_box, prepare_case, preprocess_dataset, uncrop, zscore
+from agvq.data.preprocess import (brain_mask, constant_channels, crop, crop_box, prepare_case, preprocess_dataset,
+                                  uncrop, zscore)
 from agvq.data.splits import make_splits
 from agvq.errors import ConfigError
 from agvq.io.discovery import discover_cases
@@ -186,3 +187,18 @@ def test_splits_seeded_disjoint_and_complete():
         make_splits(["x", "y"], 0.2, 0.2, seed=0)
     with pytest.raises(ConfigError, match="below 1"):
         make_splits(ids, 0.5, 0.5, seed=0)
+
+
+def test_constant_channels_fast_path_equals_the_direct_check():
+    rng = np.random.default_rng(5)
+    brain = np.zeros((20, 20, 10), bool)
+    brain[3:15, 2:18, 1:9] = True
+    for _ in range(100):
+        kinds = rng.integers(0, 4, 4)
+        chans = [np.zeros(brain.shape, np.int16) if k == 0 else
+                 np.where(brain, int(rng.integers(1, 500)), 0).astype(np.int16) if k == 1 else
+                 np.where(brain, rng.integers(0, 500, brain.shape), 0).astype(np.int16) if k == 2 else
+                 np.where(brain, rng.normal(100, 1e-3, brain.shape), 0).astype(np.float32) for k in kinds]
+        expected = [(c, float(chans[c][brain][0])) for c, k in enumerate(kinds) if k in (0, 1)]
+        assert constant_channels(chans, brain) == expected
+        assert constant_channels(chans, brain, zscore(chans, brain)) == expected

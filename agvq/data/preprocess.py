@@ -130,14 +130,22 @@ def zscore(image: Iterable[np.ndarray], brain: np.ndarray) -> np.ndarray:
     return out
 
 
-def constant_channels(image: Iterable[np.ndarray], brain: np.ndarray) -> list[tuple[int, float]]:
+def constant_channels(image: Iterable[np.ndarray], brain: np.ndarray, zscored: np.ndarray | None = None
+                      ) -> list[tuple[int, float]]:
     """(channel index, value) of each channel that holds one value on every ``brain`` voxel (nothing to z-score:
-    an all-zero or blank scan). An empty ``brain`` gives none."""
+    an all-zero or blank scan). An empty ``brain`` gives none.
+
+    With ``zscored`` (``zscore(image, brain)``), only the channels that are zero everywhere there are examined: a
+    channel is constant inside the brain exactly when its z-score is all zero, and ``any()`` on a normal channel
+    stops at its first brain voxel, so the check costs next to nothing.
+    """
     brain = np.asarray(brain, dtype=bool)
     if not brain.any():
         return []
     out = []
     for c, channel in enumerate(image):
+        if zscored is not None and zscored[c].any():
+            continue
         values = np.asarray(channel)[brain]
         lo, hi = values.min(), values.max()
         if lo == hi:
@@ -162,12 +170,13 @@ def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int
     brain_c = crop(brain, start, stop)
     cropped = [crop(v, start, stop) for v in volumes]
     del volumes, brain, extent  # keep one case's peak memory low: only the crops are needed from here
+    image = zscore(cropped, brain_c)
     warnings = []
-    for c, level in constant_channels(cropped, brain_c):
+    for c, level in constant_channels(cropped, brain_c, image):
         what = "all zero" if level == 0 else f"constant ({level:g})"
         warnings.append({"file": header.files[modalities[c]].name,
                          "problem": f"modality {modalities[c]} is {what} inside the brain (a blank or failed scan?)"})
-    arrays = {"image": zscore(cropped, brain_c), "brain": brain_c}
+    arrays = {"image": image, "brain": brain_c}
     del cropped
     if seg is not None:
         regions = labels_to_regions(crop(seg, start, stop), get_convention(header.convention), REGIONS)

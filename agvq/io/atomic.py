@@ -88,7 +88,8 @@ def remove_stale(target: Path, stale_folder=None) -> list[Path]:
     removed: list[Path] = []
     pattern = temp_pattern(target.name)
     try:
-        entries = [e for e in os.scandir(target.parent) if pattern.match(e.name)]
+        with os.scandir(target.parent) as it:
+            entries = [e for e in it if pattern.match(e.name)]
     except OSError:
         return removed
     for entry in entries:

@@ -112,6 +112,12 @@ def _stale_folder(stage: str):
     return check
 
 
+def remove_stale_outputs(path: str | os.PathLike, stage: str | None = None) -> list[Path]:
+    """Remove what a killed run left beside the output ``path``: temporaries of the file, or (with ``stage``) the
+    staging folders of that stage whose writer is gone. Returns the removed paths."""
+    return remove_stale(resolve_output(path), _stale_folder(stage) if stage else None)
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
