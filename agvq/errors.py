@@ -24,3 +24,8 @@ class ConfigError(Exception):
 
 class TrainingError(Exception):
     """Training cannot go on (e.g. a non-finite loss); the message names the epoch and step."""
+
+
+class OutputError(ConfigError):
+    """An output path a stage must not or cannot write: it overlaps an input, holds files the stage did not write,
+    is unwritable, lies under a regular file, or its disk is full. The message names the path and what to do."""

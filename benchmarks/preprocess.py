@@ -8,6 +8,8 @@ disturbed measurement):
 
 * floor: ``np.asanyarray(nib.load(f).dataobj)`` for every file (the cheapest nibabel load: no dtype conversion),
   serially and with the same worker pool as the stage; also ``get_fdata()`` (nibabel's usual float64 load);
+* the stage's reader, ``agvq.io.nifti.read_volume``, which also verifies the whole gzip stream (CRC-32 and
+  length; nibabel alone stops before the checksum), serially;
 * ours: ``preprocess_dataset`` (validate, crop, z-score, masks, compressed npz + JSON, atomic output folder),
   with ``--workers`` processes and with one.
 
@@ -38,6 +40,7 @@ from agvq.io.prepared import write_prepared  # noqa: E402
 from agvq.data.preprocess import prepare_from_header, preprocess_dataset  # noqa: E402
 from agvq.data.synthetic import write_dataset  # noqa: E402
 from agvq.io.discovery import discover_cases  # noqa: E402
+from agvq.io.nifti import read_volume  # noqa: E402
 from agvq.io.validation import load_image, load_seg, validate_case  # noqa: E402
 
 MODS = ["flair", "t1", "t1ce", "t2"]
@@ -45,6 +48,10 @@ MODS = ["flair", "t1", "t1ce", "t2"]
 
 def load_native(paths: list[str]) -> int:
     return sum(np.asanyarray(nib.load(p).dataobj).size for p in paths)
+
+
+def load_verified(paths: list[str]) -> int:
+    return sum(read_volume(p).data.size for p in paths)
 
 
 def load_fdata(paths: list[str]) -> int:
@@ -156,6 +163,7 @@ def main() -> None:
                 f"floor: nibabel dataobj, {args.workers} workers": lambda: timed_map(load_native, file_lists,
                                                                                      args.workers),
                 "nibabel get_fdata, serial": lambda: timed_map(load_fdata, file_lists, 1),
+                "verified read (read_volume), serial": lambda: timed_map(load_verified, file_lists, 1),
                 f"preprocess, {args.workers} workers": lambda: timed_stage(raw, tmp / "out", args.workers, args),
                 "preprocess, 1 worker": lambda: timed_stage(raw, tmp / "out", 1, args),
             }
@@ -177,6 +185,8 @@ def main() -> None:
         print(f"ratio preprocess (1 worker) / nibabel loading (serial loop): {ours_one / floor_serial:.2f}")
         print(f"ratio preprocess ({args.workers} workers) / nibabel get_fdata (serial loop): "
               f"{ours_par / best['nibabel get_fdata, serial']:.2f}")
+        print(f"ratio verified read (whole gzip stream checked) / nibabel loading (serial loop): "
+              f"{best['verified read (read_volume), serial'] / floor_serial:.3f}")
         print(f"output {out_mb:.1f} MB npz per case (compress level {args.compress_level})")
 
         print("\nper-case breakdown (serial, s):")

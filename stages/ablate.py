@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.io.atomic import write_json, write_text  # noqa: E402
 from agvq.metrics.ablation import ablation_report  # noqa: E402
 from agvq.metrics.ablation_plot import bar_plot  # noqa: E402
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--markdown", required=True, help="markdown tables to write")
     parser.add_argument("--plot", required=True, help="bar plot PNG to write")
     args = parser.parse_args()
+    guard_paths(args, "ablate", inputs=("eval_dir", "published"), files=("json", "markdown", "plot"))
     params = load_params(args.params)
     s = params.ablate
     lists = {"comparison": list(s.comparison), "ablation": list(s.ablation)}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.diagnosis.report import diagnose, diagnosis_markdown  # noqa: E402
 from agvq.io.atomic import write_json, write_text  # noqa: E402
 from agvq.io.splits import split_ids  # noqa: E402
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--json", required=True, help="diagnosis JSON to write")
     parser.add_argument("--markdown", required=True, help="diagnosis markdown to write")
     args = parser.parse_args()
+    guard_paths(args, "diagnose", inputs=("models", "compare", "prepared", "splits"), files=("json", "markdown"))
     params = load_params(args.params)
     report = diagnose(params, Path(args.models), Path(args.compare) if args.compare else None, Path(args.prepared),
                       split_ids(args.splits, "val"))

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.io.splits import split_ids  # noqa: E402
 from agvq.metrics.evaluate import evaluate_predictions, ground_truth  # noqa: E402
 from agvq.metrics.figures import draw_evaluation  # noqa: E402
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--per-seed", action="store_true",
                         help="--pred holds seed<k>/ folders (params seeds); evaluate every seed")
     args = parser.parse_args()
+    guard_paths(args, "evaluate", inputs=("pred", "raw", "splits"), files=("out_csv", "out_json", "figure"))
     params = load_params(args.params)
     cfg, regions = params.evaluate, list(params.regions)
     case_ids = split_ids(args.splits, args.split)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
 from agvq.data.dataset import CaseStore  # noqa: E402
 from agvq.io.atomic import write_json  # noqa: E402
 from agvq.io.splits import split_ids  # noqa: E402
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     args = parser.parse_args()
+    guard_paths(args, "evaluate_vqvae", inputs=("model", "prepared", "splits"), files=("out",))
     params = load_params(args.params)
     vqvae, bundle = load_vqvae(args.model)
     region = bundle["contract"]["region"]

@@ -1,14 +1,15 @@
-"""Preprocess: validate every raw case, crop to the brain, z-score, derive WT/TC/ET masks, write seeded splits."""
+"""Preprocess: validate every raw case, crop to the brain, z-score, derive WT/TC/ET masks, write stable splits.
+
+The prepared folder, the splits file and the report are written all or nothing; an existing prepared folder is
+replaced only if this stage wrote it.
+"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import base_parser, load_params, run_stage  # noqa: E402
-from agvq.data.preprocess import preprocess_dataset  # noqa: E402
-from agvq.data.splits import make_splits  # noqa: E402
-from agvq.io.atomic import write_json  # noqa: E402
-from agvq.io.splits import write_splits  # noqa: E402
+from agvq.cli import base_parser, guard_paths, load_params, run_stage  # noqa: E402
+from agvq.data.preprocess_run import run_preprocess  # noqa: E402
 
 
 def main() -> None:
@@ -19,14 +20,9 @@ def main() -> None:
     parser.add_argument("--report", required=True, help="preprocess report JSON to write")
     args = parser.parse_args()
     cfg = load_params(args.params).preprocess
-    splits: dict = {}
-
-    def commit_splits(case_ids: list[str]) -> None:  # runs before the prepared folder is committed
-        splits.update(make_splits(case_ids, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed))
-
-    report = preprocess_dataset(args.raw, args.out, cfg, before_commit=commit_splits)
-    write_splits(args.splits, splits)
-    write_json(args.report, report)
+    guard_paths(args, "preprocess", inputs=("raw",), folders=("out",), files=("splits", "report"),
+                extra_inputs={"preprocess.split.file": cfg.split.file})
+    report, splits = run_preprocess(args.raw, args.out, args.splits, args.report, cfg)
     counts = report["counts"]
     print(f"preprocess: {counts['prepared']} prepared, {counts['skipped']} skipped of {counts['found']} found "
           f"in {report['elapsed_seconds']:.1f} s; splits train/val/test = "

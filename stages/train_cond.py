@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import add_training_args, base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import add_training_args, base_parser, guard_training_paths, load_params, run_stage  # noqa: E402
 from agvq.training.run import TrainingPaths  # noqa: E402
 from agvq.training.stage2 import train_variant  # noqa: E402
 
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--seed", required=True, type=int, help="training seed (one of params seeds)")
     add_training_args(parser)
     args = parser.parse_args()
+    guard_training_paths(args, "train_cond", inputs=("vqvae",))
     params = load_params(args.params)
     train_variant(args.variant, params.check_region(args.region), params, TrainingPaths.from_args(args), args.vqvae,
                   args.seed)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agvq.cli import add_training_args, base_parser, load_params, run_stage  # noqa: E402
+from agvq.cli import add_training_args, base_parser, guard_training_paths, load_params, run_stage  # noqa: E402
 from agvq.training.run import TrainingPaths  # noqa: E402
 from agvq.training.stage1 import train_vqvae  # noqa: E402
 
@@ -14,6 +14,7 @@ def main() -> None:
     parser.add_argument("--region", required=True)
     add_training_args(parser)
     args = parser.parse_args()
+    guard_training_paths(args, "train_vqvae")
     params = load_params(args.params)
     train_vqvae(params.check_region(args.region), params, TrainingPaths.from_args(args))
 

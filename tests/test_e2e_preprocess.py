@@ -27,6 +27,9 @@ def test_dvc_repro_preprocess_then_nothing_to_do(tmp_path):
         assert props["original_shape"] == [48, 48, 32] and props["convention"] == "brats2021"
     report = json.loads((repo / "data/preprocess_report.json").read_text())
     assert report["counts"] == {"found": 8, "prepared": 8, "skipped": 0}
+    assert report["splits"]["train"] == len(splits["train"]) and report["warnings"] == []
+    manifest = json.loads((repo / "data/prepared/.agvq-output.json").read_text())  # DVC tracks it with the folder
+    assert manifest["stage"] == "preprocess" and len(manifest["files"]) == 16
 
     second = dvc(repo, "repro", "preprocess")
     assert stages_ran(second) == set()

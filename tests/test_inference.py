@@ -22,6 +22,7 @@ from agvq.inference.predict import (CropSettings, RegionModel, load_region_model
 from agvq.inference.predictors import (SingleStagePredictor, TwoStagePredictor, VQVAEReconstructor,
                                        sliding_window_probabilities)
 from agvq.io.discovery import discover_cases
+from agvq.io.outputs import MANIFEST
 from agvq.models.conditional import AGUNet, CodePredictor
 from agvq.models.vqvae import MaskVQVAE
 from agvq.regions import REGIONS, get_convention, labels_to_regions
@@ -327,7 +328,7 @@ def test_unlabelled_folder_and_cases_subset(tmp_path):
     for i, et in enumerate([4, 3, 4]):
         np.testing.assert_array_equal(read(tmp_path / "pred" / f"N{i}.nii.gz")[1], np.where(brain_of(seed=i), et, 0))
     assert run_inference(folder, raw, tmp_path / "pred", ["N1"], REGIONS, CFG, CROP, CPU, "fp32") == ["N1"]
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["N1.nii.gz"]  # the output folder is replaced
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [MANIFEST, "N1.nii.gz"]  # replaced whole
     with pytest.raises(ConfigError, match="not under"):
         run_inference(folder, raw, tmp_path / "pred2", ["N1", "X9"], REGIONS, CFG, CROP, CPU, "fp32")
     assert not (tmp_path / "pred2").exists()
@@ -366,14 +367,14 @@ def test_stage_script_with_and_without_splits(tmp_path, monkeypatch, capsys):
     models = model_dir(tmp_path, fg={"WT": True, "TC": False, "ET": False})
     common = ["--params", str(params), "--models", str(models), "--raw", str(raw)]
     assert run_stage(monkeypatch, capsys, *common, "--out", str(tmp_path / "all")) == 0
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"S{i}.nii.gz" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [MANIFEST] + [f"S{i}.nii.gz" for i in range(3)]
     assert run_stage(monkeypatch, capsys, *common, "--splits", str(splits), "--out", str(tmp_path / "test")) == 0
-    assert [p.name for p in (tmp_path / "test").iterdir()] == ["S2.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == [MANIFEST, "S2.nii.gz"]
     np.testing.assert_array_equal(read(tmp_path / "test" / "S2.nii.gz")[1], np.where(brain_of(seed=2), 2, 0))
     capsys.readouterr()
     assert run_stage(monkeypatch, capsys, *common, "--splits", str(splits), "--split", "val",
                      "--out", str(tmp_path / "val")) == 0
-    assert [p.name for p in (tmp_path / "val").iterdir()] == ["S1.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [MANIFEST, "S1.nii.gz"]
     capsys.readouterr()
     (models / "TC.pt").unlink()
     assert run_stage(monkeypatch, capsys, *common, "--out", str(tmp_path / "bad")) == 2

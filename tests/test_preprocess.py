@@ -1,4 +1,6 @@
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -6,10 +8,12 @@ import torch
 from monai.transforms import CropForeground, NormalizeIntensity
 
 from agvq.io.prepared import list_cases, load_case, load_props
-from agvq.data.preprocess import brain_mask, crop, crop_box, prepare_case, preprocess_dataset, uncrop, zscore
+from agvq.data.preprocess import (brain_mask, constant_channels, crop, crop_box, prepare_case, preprocess_dataset,
+                                  uncrop, zscore)
 from agvq.data.splits import make_splits
 from agvq.errors import ConfigError
 from agvq.io.discovery import discover_cases
+from agvq.io.outputs import MANIFEST
 from agvq.regions import REGIONS, get_convention, labels_to_regions
 from helpers_nifti import AFFINE, SHAPE, phantom, write_case
 from tests.helpers_config import preprocess_cfg
@@ -141,11 +145,14 @@ def test_crop_covers_labels_outside_the_brain_and_output_is_replaced(tmp_path):
     _, seg, _ = phantom()
     seg[0, 0, 0] = 2  # a labelled voxel where every modality is zero
     write_case(tmp_path / "raw", "C1", overrides={"seg": seg})
+    write_case(tmp_path / "raw", "C2", seed=2)
     out = tmp_path / "prepared"
-    out.mkdir()
-    (out / "stale.npz").write_bytes(b"old run")
-    preprocess_dataset(tmp_path / "raw", out, preprocess_cfg(modalities=MODS, margin=0, stride=8), progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["C1.json", "C1.npz"]
+    cfg = preprocess_cfg(modalities=MODS, margin=0, stride=8)
+    preprocess_dataset(tmp_path / "raw", out, cfg, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "C1.json", "C1.npz", "C2.json", "C2.npz"]
+    shutil.rmtree(tmp_path / "raw" / "C2")
+    preprocess_dataset(tmp_path / "raw", out, cfg, progress=False)  # a folder this stage wrote is replaced whole
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "C1.json", "C1.npz"]
     case = load_case(out, "C1")
     assert all(s <= 0 for s in case.props["crop_start"])
     back = uncrop(case.masks, case.props["crop_start"], case.props["crop_stop"], SHAPE)
@@ -169,8 +176,10 @@ def test_splits_seeded_disjoint_and_complete():
     assert a != make_splits(ids, 0.2, 0.2, seed=4)
     parts = [set(a[k]) for k in ("train", "val", "test")]
     assert sum(len(p) for p in parts) == len(ids) and set.union(*parts) == set(ids)
-    assert (len(a["val"]), len(a["test"])) == (5, 5) and a["seed"] == 3
-    assert all(a[k] == sorted(a[k]) for k in ("train", "val", "test"))
+    assert a["seed"] == 3 and all(a[k] == sorted(a[k]) for k in ("train", "val", "test"))
+    for case in ids:  # the documented scheme: sha256("seed:case"), first 8 bytes big-endian / 2**64
+        u = int.from_bytes(hashlib.sha256(f"3:{case}".encode()).digest()[:8], "big") / 2**64
+        assert case in a["test" if u < 0.2 else "val" if u < 0.4 else "train"]
     small = make_splits(["x", "y", "z"], 0.1, 0.1, seed=0)
     assert [len(small[k]) for k in ("train", "val", "test")] == [1, 1, 1]
     assert make_splits(["x", "y"], 0.0, 0.5, seed=0)["val"] == []
@@ -178,3 +187,18 @@ def test_splits_seeded_disjoint_and_complete():
         make_splits(["x", "y"], 0.2, 0.2, seed=0)
     with pytest.raises(ConfigError, match="below 1"):
         make_splits(ids, 0.5, 0.5, seed=0)
+
+
+def test_constant_channels_fast_path_equals_the_direct_check():
+    rng = np.random.default_rng(5)
+    brain = np.zeros((20, 20, 10), bool)
+    brain[3:15, 2:18, 1:9] = True
+    for _ in range(100):
+        kinds = rng.integers(0, 4, 4)
+        chans = [np.zeros(brain.shape, np.int16) if k == 0 else
+                 np.where(brain, int(rng.integers(1, 500)), 0).astype(np.int16) if k == 1 else
+                 np.where(brain, rng.integers(0, 500, brain.shape), 0).astype(np.int16) if k == 2 else
+                 np.where(brain, rng.normal(100, 1e-3, brain.shape), 0).astype(np.float32) for k in kinds]
+        expected = [(c, float(chans[c][brain][0])) for c, k in enumerate(kinds) if k in (0, 1)]
+        assert constant_channels(chans, brain) == expected
+        assert constant_channels(chans, brain, zscore(chans, brain)) == expected

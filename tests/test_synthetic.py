@@ -12,6 +12,7 @@ import yaml
 from scipy import ndimage as ndi
 
 from agvq.data import synthetic
+from agvq.io.outputs import MANIFEST
 from agvq.data.synthetic import (TISSUES, make_phantom, phantom_with_tissue, plan_cases, smooth_field, upsample,
                                  write_dataset)
 from agvq.config import SynthesizeConfig, parse
@@ -151,8 +152,8 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     write(tmp_path / "b", 3, SMALL, seed=4, workers=2, progress=False)
     write(tmp_path / "c", 3, SMALL, seed=5, progress=False)
     a, b, c = (files_bytes(tmp_path / x) for x in "abc")
-    assert len(a) == 15 and a == b
-    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+    assert len(a) == 16 and a == b  # 15 NIfTI files and the stage's manifest
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a if k != MANIFEST)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temporary folders left
 
 
@@ -212,7 +213,7 @@ def test_stage_script(tmp_path):
     section = {"count": 2, "shape": list(SMALL), "seed": 3, "naming": "brats2023", "no_et_fraction": 0.5}
     done = run_stage(tmp_path, section)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["SYN_0000", "SYN_0001"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [MANIFEST, "SYN_0000", "SYN_0001"]
     assert (tmp_path / "raw" / "SYN_0001" / "SYN_0001-t2f.nii.gz").is_file()
     bad = run_stage(tmp_path, section | {"naming": "nifti"})
     last = bad.stderr.strip().splitlines()[-1]

@@ -8,6 +8,7 @@ import pytest
 from agvq.data.preprocess import preprocess_dataset
 from agvq.errors import CaseError
 from agvq.io.discovery import discover_cases
+from agvq.io.outputs import MANIFEST
 from agvq.io.validation import load_image, load_seg, validate_case
 from helpers_nifti import AFFINE, SHAPE, phantom, write_case, truncate
 from tests.helpers_config import preprocess_cfg
@@ -166,7 +167,7 @@ def test_skip_mode_lists_bad_cases_and_prepares_the_rest(tmp_path):
     assert [s["case"] for s in report["skipped"]] == ["A2", "A3"]
     assert report["skipped"][0]["file"] == "A2_t1.nii.gz" and "missing" in report["skipped"][0]["problem"]
     assert sorted(report["cases"]) == ["A1", "A4"]
-    assert sorted(p.name for p in out.iterdir()) == ["A1.json", "A1.npz", "A4.json", "A4.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "A1.json", "A1.npz", "A4.json", "A4.npz"]
     for c in ("A2", "A3"):
         (raw / c).rename(tmp_path / c)
     (raw / "A1").rename(tmp_path / "A1")

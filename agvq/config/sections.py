@@ -39,9 +39,14 @@ class SynthesizeConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """Stable splits: each case goes by a hash of (seed, case id) against the fractions (agvq.data.splits), or, with
+    ``file``, by a split file the user holds (ours, or nnU-Net's splits_final.json with its ``fold``)."""
+
     seed: int = value(0, ge=0)
     val_fraction: float = value(0.2, ge=0.0, lt=1.0)
     test_fraction: float = value(0.2, ge=0.0, lt=1.0)
+    file: str | None = value(None, doc="split file to use instead of the hash split (fractions and seed unused)")
+    fold: int = value(0, ge=0, doc="fold of an nnU-Net splits_final.json list of folds")
 
     def check(self, where: str) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
@@ -283,6 +288,8 @@ class InferConfig:
     blend: Literal["gaussian", "constant"] = "gaussian"
     sw_batch_size: int = value(2, ge=1)
     threshold: float = value(0.5, ge=0.0, lt=1.0)
+    on_error: Literal["stop", "skip"] = value("stop", doc="infer stage: a bad case stops it, or is skipped and "
+                                                          "listed in its report")
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,30 @@ Pure array functions (``brain_mask``, ``crop_box``, ``crop``, ``uncrop``, ``zsco
 ``prepare_case`` (also used by inference, labels optional) and the dataset runner ``preprocess_dataset``.
 
 The dataset runner reads every file once: headers of all cases are checked first (cheap), then each case is
-loaded, checked (truncation, NaN/inf, labels) and prepared in one pass by a pool of worker processes that write
-into a staging folder. The staging folder replaces the output folder only when every case passed (or, with
-``on_error="skip"``, when the failing cases have been left out and listed), so a failed run leaves nothing behind.
+loaded, checked (truncation, a damaged gzip stream, NaN/inf, labels) and prepared in one pass by a pool of worker
+processes that write into a staging folder. The staging folder replaces the output folder only when every case
+passed (or, with ``on_error="skip"``, when the failing cases have been left out and listed), so a failed run leaves
+nothing behind; it replaces only a folder this stage wrote (agvq.io.outputs). Suspicious but valid data (a
+modality constant or all zero inside the brain) is prepared and listed as a warning.
 """
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
 
-from agvq.io.prepared import write_prepared
 from agvq.config import PreprocessConfig
 from agvq.errors import CaseError
-from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import CaseFiles, scan_cases
+from agvq.io.outputs import StagedOutputs, staged_outputs
+from agvq.io.prepared import write_prepared
 from agvq.io.validation import CaseHeader, load_image, load_seg, validate_case
+from agvq.processes import worker_pool
 from agvq.regions import REGIONS, get_convention, labels_to_regions
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -127,6 +130,29 @@ def zscore(image: Iterable[np.ndarray], brain: np.ndarray) -> np.ndarray:
     return out
 
 
+def constant_channels(image: Iterable[np.ndarray], brain: np.ndarray, zscored: np.ndarray | None = None
+                      ) -> list[tuple[int, float]]:
+    """(channel index, value) of each channel that holds one value on every ``brain`` voxel (nothing to z-score:
+    an all-zero or blank scan). An empty ``brain`` gives none.
+
+    With ``zscored`` (``zscore(image, brain)``), only the channels that are zero everywhere there are examined: a
+    channel is constant inside the brain exactly when its z-score is all zero, and ``any()`` on a normal channel
+    stops at its first brain voxel, so the check costs next to nothing.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    if not brain.any():
+        return []
+    out = []
+    for c, channel in enumerate(image):
+        if zscored is not None and zscored[c].any():
+            continue
+        values = np.asarray(channel)[brain]
+        lo, hi = values.min(), values.max()
+        if lo == hi:
+            out.append((c, float(lo)))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- one case
 def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int) -> tuple[dict, dict]:
     """Load (once), check and prepare a case whose headers ``validate_case`` accepted; returns (arrays, props).
@@ -144,7 +170,13 @@ def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int
     brain_c = crop(brain, start, stop)
     cropped = [crop(v, start, stop) for v in volumes]
     del volumes, brain, extent  # keep one case's peak memory low: only the crops are needed from here
-    arrays = {"image": zscore(cropped, brain_c), "brain": brain_c}
+    image = zscore(cropped, brain_c)
+    warnings = []
+    for c, level in constant_channels(cropped, brain_c, image):
+        what = "all zero" if level == 0 else f"constant ({level:g})"
+        warnings.append({"file": header.files[modalities[c]].name,
+                         "problem": f"modality {modalities[c]} is {what} inside the brain (a blank or failed scan?)"})
+    arrays = {"image": image, "brain": brain_c}
     del cropped
     if seg is not None:
         regions = labels_to_regions(crop(seg, start, stop), get_convention(header.convention), REGIONS)
@@ -161,6 +193,7 @@ def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int
         "crop_stop": [int(s) for s in stop],
         "has_labels": seg is not None,
         "files": {k: p.name for k, p in header.files.items()},
+        "warnings": warnings,
     }
     return arrays, props
 
@@ -180,9 +213,13 @@ def _stage_case(header: CaseHeader, modalities, margin, stride, staging: Path, c
     except CaseError as exc:
         return {"case": header.case, "error": (exc.case, exc.file, exc.problem)}
     write_prepared(staging, arrays, props, compress_level)
+    masks = arrays.get("masks")
     return {"case": header.case, "naming": props["naming"], "has_labels": props["has_labels"],
             "original_shape": props["original_shape"], "crop_start": props["crop_start"],
-            "crop_stop": props["crop_stop"], "crop_shape": list(arrays["brain"].shape)}
+            "crop_stop": props["crop_stop"], "crop_shape": list(arrays["brain"].shape),
+            "tumour_voxels": None if masks is None else
+            {r: int(np.count_nonzero(m)) for r, m in zip(REGIONS, masks)},
+            "warnings": props["warnings"]}
 
 
 def _run_pool(headers: list[CaseHeader], task_args: tuple, workers: int, stop_early: bool, progress: bool) -> dict:
@@ -198,7 +235,7 @@ def _run_pool(headers: list[CaseHeader], task_args: tuple, workers: int, stop_ea
                 if stop_early and "error" in res:
                     break
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             futures = {pool.submit(_stage_case, h, *task_args): h.case for h in headers}
             for future in as_completed(futures):
                 if future.cancelled():
@@ -215,58 +252,72 @@ def _run_pool(headers: list[CaseHeader], task_args: tuple, workers: int, stop_ea
         bar.close()
 
 
-def preprocess_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfig, progress: bool = True,
-                       before_commit: Callable[[list[str]], None] | None = None) -> dict:
-    """Prepare every case under ``raw_dir`` into ``out_dir`` (replaced whole, atomically); returns the report.
-
-    ``cfg.on_error``: "stop" raises the first failing case's CaseError (header problems of all cases are found
-    before any data is read, so they come first; within each level the first case in sorted order);
-    "skip" leaves failing cases out and lists them in the report. ``cfg.workers`` 0 means all available cores.
-    ``before_commit(case_ids)`` runs before the output is committed; raising there aborts the run cleanly.
-    """
-    t0 = time.perf_counter()
-    modalities, margin, stride = list(cfg.modalities), cfg.margin, cfg.stride
-    on_error, compress_level, require_labels, workers = cfg.on_error, cfg.compress_level, cfg.require_labels, \
-        cfg.workers
-    if workers == 0:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    stop = on_error == "stop"
-
+def check_headers(raw_dir: str | Path, cfg: PreprocessConfig) -> tuple[list[CaseHeader], list[CaseError], int]:
+    """(headers of the valid cases, failures sorted by case, number of case folders found): the cheap first pass.
+    With ``on_error="stop"`` the first failure in sorted order is raised."""
     cases, failures = scan_cases(raw_dir)
     found = len(cases) + len(failures)
     headers = []
     for case_files in cases:
         try:
-            headers.append(validate_case(case_files, modalities, require_labels))
+            headers.append(validate_case(case_files, list(cfg.modalities), cfg.require_labels))
         except CaseError as exc:
             failures.append(exc)
     failures.sort(key=lambda e: e.case or "")
-    if stop and failures:
+    if cfg.on_error == "stop" and failures:
         raise failures[0]
+    return headers, failures, found
 
-    with atomic_dir(out_dir) as staging:
-        task_args = (modalities, margin, stride, staging, compress_level)
-        results = _run_pool(headers, task_args, min(workers, max(len(headers), 1)), stop, progress)
-        data_failures = sorted((CaseError(*r["error"]) for r in results.values() if "error" in r),
-                               key=lambda e: e.case or "")
-        if stop and data_failures:
-            raise data_failures[0]
-        failures = sorted(failures + data_failures, key=lambda e: e.case or "")
-        done = {c: {k: v for k, v in r.items() if k != "case"} for c, r in sorted(results.items()) if "error" not in r}
-        if not done:
-            raise CaseError(None, str(raw_dir), f"no valid cases to prepare ({len(failures)} skipped: "
-                                                f"{failures[0] if failures else 'none found'})")
-        if before_commit is not None:
-            before_commit(sorted(done))
+
+def _entry(case: str | None, file: str | None, problem: str) -> dict:
+    return {"case": case, "file": file, "problem": problem}
+
+
+def preprocess_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PreprocessConfig, progress: bool = True,
+                       before_commit: Callable[[list[str]], None] | None = None,
+                       staged: StagedOutputs | None = None) -> dict:
+    """Prepare every case under ``raw_dir`` into ``out_dir`` (replaced whole, atomically); returns the report.
+
+    ``cfg.on_error``: "stop" raises the first failing case's CaseError (header problems of all cases are found
+    before any data is read, so they come first; within each level the first case in sorted order);
+    "skip" leaves failing cases out and lists them in the report. ``cfg.workers`` 0 means all available cores.
+    ``before_commit(case_ids)`` runs before the output is committed; raising there aborts the run cleanly. With
+    ``staged``, the folder is staged there and committed with the caller's other outputs (all or nothing).
+    """
+    if staged is None:
+        with staged_outputs("preprocess") as own:
+            return preprocess_dataset(raw_dir, out_dir, cfg, progress, before_commit, own)
+    t0 = time.perf_counter()
+    modalities, workers, stop = list(cfg.modalities), cfg.workers, cfg.on_error == "stop"
+    if workers == 0:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    headers, failures, found = check_headers(raw_dir, cfg)
+    staging = staged.folder(out_dir)
+    task_args = (modalities, cfg.margin, cfg.stride, staging, cfg.compress_level)
+    results = _run_pool(headers, task_args, min(workers, max(len(headers), 1)), stop, progress)
+    data_failures = sorted((CaseError(*r["error"]) for r in results.values() if "error" in r),
+                           key=lambda e: e.case or "")
+    if stop and data_failures:
+        raise data_failures[0]
+    failures = sorted(failures + data_failures, key=lambda e: e.case or "")
+    done = {c: {k: v for k, v in r.items() if k not in ("case", "warnings")}
+            for c, r in sorted(results.items()) if "error" not in r}
+    if not done:
+        raise CaseError(None, str(raw_dir), f"no valid cases to prepare ({len(failures)} skipped: "
+                                            f"{failures[0] if failures else 'none found'})")
+    warnings = [_entry(c, w["file"], w["problem"]) for c, r in sorted(results.items()) for w in r.get("warnings", ())]
+    if before_commit is not None:
+        before_commit(sorted(done))
     return {
         "raw_dir": str(raw_dir),
         "modalities": modalities,
-        "margin": margin,
-        "stride": stride,
-        "on_error": on_error,
+        "margin": cfg.margin,
+        "stride": cfg.stride,
+        "on_error": cfg.on_error,
         "workers": workers,
         "counts": {"found": found, "prepared": len(done), "skipped": len(failures)},
-        "skipped": [{"case": f.case, "file": f.file, "problem": f.problem} for f in failures],
+        "skipped": [_entry(f.case, f.file, f.problem) for f in failures],
+        "warnings": warnings,
         "cases": done,
         "elapsed_seconds": round(time.perf_counter() - t0, 3),
     }

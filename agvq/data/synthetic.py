@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,10 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from agvq.errors import ConfigError
-from agvq.io.atomic import atomic_dir
 from agvq.io.naming import MODALITIES, NAMINGS, get_naming
 from agvq.io.nifti import write_volume
+from agvq.io.outputs import atomic_dir
+from agvq.processes import worker_pool
 from agvq.regions import REGIONS, get_convention, labels_to_regions, regions_to_labels
 
 # Mean intensity of each tissue relative to white matter on T1, per modality in MODALITIES order (t1, t1ce, t2, flair).
@@ -316,7 +316,8 @@ def plan_cases(count: int, seed: int, no_et_fraction: float) -> list[tuple[str, 
 
 def write_dataset(out_dir: str | Path, count: int, shape, seed: int, naming: str, no_et_fraction: float,
                   workers: int, progress: bool = True) -> list[str]:
-    """Write ``count`` phantom cases to ``out_dir`` (replaced whole, atomically); returns the case ids.
+    """Write ``count`` phantom cases to ``out_dir`` (replaced whole, atomically, only if this stage wrote it: see
+    agvq.io.outputs); returns the case ids.
 
     Arguments as validated by agvq.config.SynthesizeConfig. Same arguments give byte-identical files whatever
     ``workers`` is.
@@ -325,13 +326,14 @@ def write_dataset(out_dir: str | Path, count: int, shape, seed: int, naming: str
         raise ConfigError(f"synthesize.naming must be one of {sorted(NAMINGS)}, got {naming!r}")
     shape = tuple(int(s) for s in shape)
     plan = plan_cases(count, seed, no_et_fraction)
-    with tqdm(total=count, desc="synthesize", unit="case", disable=not progress) as bar, atomic_dir(out_dir) as tmp:
+    with tqdm(total=count, desc="synthesize", unit="case", disable=not progress) as bar, \
+            atomic_dir(out_dir, "synthesize") as tmp:
         if workers == 1:
             for case, ss, no_et in plan:
                 _write_case(str(tmp), case, shape, ss, no_et, naming)
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with worker_pool(workers) as pool:
                 futures = [pool.submit(_write_case, str(tmp), case, shape, ss, no_et, naming)
                            for case, ss, no_et in plan]
                 for future in futures:

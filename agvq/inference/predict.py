@@ -14,12 +14,12 @@ from tqdm.auto import tqdm
 from agvq.config import InferConfig
 from agvq.data.preprocess import prepare_case, uncrop
 from agvq.device import autocast
-from agvq.errors import ConfigError
+from agvq.errors import CaseError, ConfigError
+from agvq.inference.cases import CaseOutcomes, check_cases, select_cases
 from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor, predict_foreground
-from agvq.io.atomic import atomic_dir
-from agvq.io.discovery import discover_cases
 from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
+from agvq.io.outputs import staged_outputs
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
 
@@ -141,29 +141,69 @@ def predict_case(case_files, models: dict[str, RegionModel], modalities: list[st
 
 
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                  crop: CropSettings, out_dir, device: torch.device, precision: str) -> list[str]:
-    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids."""
+                  crop: CropSettings, out_dir, device: torch.device, precision: str,
+                  outcomes: CaseOutcomes | None = None) -> list[str]:
+    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids. With
+    ``outcomes``, a case whose data turns out bad goes to ``outcomes.failed`` (skip or stop, ``infer.on_error``)
+    and warnings about suspicious data to ``outcomes.warn``; without, its CaseError propagates."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
-        labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
+        try:
+            labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
+        except CaseError as exc:
+            if outcomes is None:
+                raise
+            outcomes.failed(exc)
+            continue
+        if outcomes is not None:
+            outcomes.warn(case_files.case, props.get("warnings", ()))
         write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
         written.append(case_files.case)
     return written
 
 
 def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regions, cfg: InferConfig,
-                  crop: CropSettings, device: torch.device, precision: str) -> list[str]:
+                  crop: CropSettings, device: torch.device, precision: str, report=None) -> list[str]:
     """Predict the cases ``case_ids`` of ``raw_dir`` (all discovered cases when None; labels not needed) into
-    ``out_dir``, written whole or not at all."""
-    cases = discover_cases(raw_dir, require_labels=False)
-    if case_ids is not None:
-        by_id = {c.case: c for c in cases}
-        missing = [c for c in case_ids if c not in by_id]
-        if missing:
-            raise ConfigError(f"cases {missing[:5]} of the split are not under {raw_dir}")
-        cases = [by_id[c] for c in case_ids]
+    ``out_dir`` (replaced whole, only if infer wrote it), and write the JSON ``report`` (if given) with it, all or
+    nothing. Every case's headers are checked before the first prediction; ``cfg.on_error`` stops at a bad case
+    or skips it (agvq.inference.cases)."""
+    cases, problems = select_cases(raw_dir, case_ids)
     models = load_region_models(model_dir, regions, device)
     modalities = list(next(iter(models.values())).contract["modalities"])
-    with atomic_dir(out_dir) as tmp:
-        return predict_cases(cases, models, modalities, cfg, crop, tmp, device, precision)
+    outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir)
+    with staged_outputs("infer") as staged:
+        written = predict_cases(outcomes.cases, models, modalities, cfg, crop, staged.folder(out_dir), device,
+                                precision, outcomes)
+        if not written:
+            raise CaseError(None, str(raw_dir), f"no case could be predicted ({len(outcomes.skipped)} skipped: "
+                                                f"{outcomes.skipped[0]})")
+        if report is not None:
+            staged.write_json(report, outcomes.report(written, raw_dir, model_dir))
+    return written
+
+
+def run_inference_seeds(model_root, raw_dir, out_dir, seeds, case_ids: list[str] | None, regions, cfg: InferConfig,
+                        crop: CropSettings, device: torch.device, precision: str, report=None) -> dict[int, list[str]]:
+    """:func:`run_inference` for every training seed: the models of ``<model_root>/seed<k>/`` predict into
+    ``<out_dir>/seed<k>/``. One output folder (one manifest) and one report (an entry per seed), written together
+    or not at all."""
+    cases, problems = select_cases(raw_dir, case_ids)
+    written, reports = {}, {}
+    with staged_outputs("infer") as staged:
+        root = staged.folder(out_dir)
+        for seed in seeds:
+            model_dir = Path(model_root) / f"seed{seed}"
+            models = load_region_models(model_dir, regions, device)
+            modalities = list(next(iter(models.values())).contract["modalities"])
+            outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir)
+            written[seed] = predict_cases(outcomes.cases, models, modalities, cfg, crop, root / f"seed{seed}",
+                                          device, precision, outcomes)
+            if not written[seed]:
+                raise CaseError(None, str(raw_dir), f"no case could be predicted with {model_dir} "
+                                                    f"({len(outcomes.skipped)} skipped: {outcomes.skipped[0]})")
+            reports[f"seed{seed}"] = outcomes.report(written[seed], raw_dir, model_dir)
+        if report is not None:
+            staged.write_json(report, reports)
+    return written

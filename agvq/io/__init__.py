@@ -1,1 +1,2 @@
-"""File I/O: NIfTI reading/writing, case discovery, validation, atomic writes."""
+"""File I/O: NIfTI reading (whole gzip stream verified) and writing, case discovery, validation, atomic writes and
+output folders that are replaced only by the stage that wrote them."""

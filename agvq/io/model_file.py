@@ -19,9 +19,12 @@ FORMAT = "agvq-model/1"
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary sibling, then rename (a crash never leaves a truncated file)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to a temporary sibling, then rename (a crash never leaves a truncated file).
+
+    The file is opened here, not by torch: a full disk then raises OSError (a one-line OutputError), where torch's
+    own writer would raise an opaque RuntimeError."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

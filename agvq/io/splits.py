@@ -56,3 +56,38 @@ def split_ids(path: str | Path, split: str) -> list[str]:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
     return read_splits(path, need=(split,))[split]
+
+
+def read_user_splits(path: str | Path, fold: int) -> dict:
+    """A split file the user holds: ours (``{"train", "val", "test"}``) or nnU-Net's ``splits_final.json`` (a list
+    of folds, each ``{"train": [...], "val": [...]}``; ``fold`` picks one). Returns the three lists (a split the
+    file lacks is empty) and ``"fold"`` (None for our format). Problems are one ConfigError line naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"split file {path} (preprocess.split.file) not found") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"split file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    chosen = None
+    if isinstance(data, list):
+        if not data:
+            raise ConfigError(f"split file {path} lists no folds")
+        if not 0 <= fold < len(data):
+            raise ConfigError(f"split file {path} has {len(data)} fold(s); preprocess.split.fold {fold} is not one")
+        chosen, data = fold, data[fold]
+    if not isinstance(data, dict) or not any(k in data for k in SPLITS):
+        raise ConfigError(f"split file {path} must hold {{'train', 'val', 'test'}} lists or nnU-Net's list of "
+                          f"{{'train', 'val'}} folds")
+    out: dict = {"fold": chosen}
+    seen: dict[str, str] = {}
+    for key in SPLITS:
+        ids = data.get(key, [])
+        if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+            raise ConfigError(f"split file {path}: {key!r} must be a list of case ids")
+        for case in ids:
+            if case in seen:
+                raise ConfigError(f"split file {path} lists case {case} in both {seen[case]!r} and {key!r}")
+            seen[case] = key
+        out[key] = list(ids)
+    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +17,7 @@ from agvq.io.discovery import CaseFiles, scan_cases
 from agvq.io.nifti import NiftiReadError, Volume, read_volume
 from agvq.metrics.segmentation import LabelValueError, case_metrics
 from agvq.metrics.tables import COLUMNS
+from agvq.processes import worker_pool
 
 log = logging.getLogger("agvq.metrics")
 
@@ -92,7 +93,8 @@ def _jobs(
     missing = [case for case in case_ids if not (pred_dir / f"{case}.nii.gz").is_file()]
     if missing:
         more = f" ({len(missing) - 1} more cases lack predictions)" if len(missing) > 1 else ""
-        raise CaseError(missing[0], str(pred_dir / f"{missing[0]}.nii.gz"), f"prediction is missing{more}")
+        raise CaseError(missing[0], str(pred_dir / f"{missing[0]}.nii.gz"),
+                        f"prediction is missing{more}; if infer skipped it (infer.on_error: skip), its report says why")
     truth = ground_truth(raw_dir, case_ids)
     return [
         _Job(case, pred_dir / f"{case}.nii.gz", truth[case].seg, truth[case].convention, regions, float(empty_penalty))
@@ -133,7 +135,7 @@ def evaluate_predictions(
                 results[job.case] = _evaluate_case(job)
                 progress.update()
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            with worker_pool(min(workers, len(jobs))) as pool:
                 futures = {pool.submit(_evaluate_case_safe, job): job.case for job in jobs}
                 for future in as_completed(futures):
                     out = future.result()

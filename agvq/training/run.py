@@ -38,7 +38,7 @@ class TrainingPaths:
 
 def prepared_modalities(prepared: str | Path) -> list[str]:
     """Modalities (in channel order) of the prepared cases, read from the first case's properties."""
-    props = sorted(Path(prepared).glob("*.json"))
+    props = sorted(p for p in Path(prepared).glob("*.json") if not p.name.startswith("."))  # not the manifest
     if not props:
         raise ConfigError(f"no prepared cases in {prepared} (run the preprocess stage first)")
     return list(json.loads(props[0].read_text())["modalities"])
