@@ -71,7 +71,7 @@ def test_import_closure_follows_function_level_and_package_imports(tmp_path):
 LAYERS = {
     "agvq.errors": 0, "agvq.regions": 0, "agvq.config": 0, "agvq.device": 0,
     "agvq.io": 1, "agvq.data": 2, "agvq.models": 3, "agvq.inference": 4, "agvq.metrics": 4,
-    "agvq.training": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
+    "agvq.training": 5, "agvq.robustness": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
 }
 
 

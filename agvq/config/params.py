@@ -14,8 +14,8 @@ import yaml
 
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, EvaluateConfig, InferConfig,
-                                  PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
-                                  VQVAESection)
+                                  PreprocessConfig, Region, RobustnessConfig, RuntimeConfig, SynthesizeConfig,
+                                  VQVAEConfig, VQVAESection)
 from agvq.config.variants import VariantSpec, paper_order
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS
@@ -36,6 +36,7 @@ class Params:
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ablate: AblateConfig = section(AblateConfig)
+    robustness: RobustnessConfig = section(RobustnessConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):
@@ -59,10 +60,22 @@ class Params:
         if self.variants and self.ablate.main_variant not in self.variants:
             raise ConfigError(f"ablate.main_variant {self.ablate.main_variant!r} is not among the variants "
                               f"{sorted(self.variants)}")
+        if self.variants:
+            self._check_robustness()
         for region in REGIONS:
             self.vqvae_for(region)
             for name in self.trained_variants:
                 self.cond_for(name, region)
+
+    def _check_robustness(self) -> None:
+        study = self.robustness
+        for name in study.variants:
+            if name not in self.trained_variants:
+                raise ConfigError(f"robustness.variants lists {name!r}, which is not a trained variant "
+                                  f"(two_stage_variants / single_stage_variants: {list(self.trained_variants)})")
+        if not self.variant(study.main_variant).two_stage:
+            raise ConfigError(f"robustness.main_variant {study.main_variant!r} must be a two-stage variant (the "
+                              "study compares the shape-codebook model with the single-stage ones)")
 
     # -- resolution of the layered settings ---------------------------------------------------------------
     @property
