@@ -24,6 +24,7 @@ TINY = {
                        "unet": {"channels": [8, 16, 32], "strides": [2, 2]}},
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
     "evaluate": {"workers": 1, "figure_cases": 1},
+    "robustness": {"cases": 1, "perturbations": ["noise", "missing"], "bootstrap": 200},
 }
 
 
