@@ -47,7 +47,7 @@ def robustness_plot(tables: Mapping[str, pd.DataFrame], variants: Mapping[str, V
     first = tables[names[0]]
     missing = list(dict.fromkeys(first.loc[first["kind"] == MISSING, "perturbation"]))
     columns = kinds + ([MISSING] if missing else [])
-    fig, axes = plt.subplots(2, len(columns), figsize=(2.7 * len(columns) + 0.6, 5.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(columns), figsize=(max(2.7 * len(columns) + 0.6, 7.5), 5.8), squeeze=False)
     width = 0.08  # horizontal offset between the variants' points
     for row, metric in enumerate(("dice", "hd95")):
         for i, name in enumerate(names):
@@ -81,8 +81,8 @@ def robustness_plot(tables: Mapping[str, pd.DataFrame], variants: Mapping[str, V
                 ax.set_ylabel(f"{LABELS[metric]}{' (mm)' if metric == 'hd95' else ''}, mean of regions")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(names), frameon=False, fontsize=9)
-    fig.suptitle(f"Robustness on the test split (error bars: {100 * study.confidence:g}% bootstrap CI of the mean "
-                 "over cases)", fontsize=11)
+    fig.suptitle(f"Robustness on the test split\n(error bars: {100 * study.confidence:g}% bootstrap CI of the mean "
+                 "over cases)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
