@@ -30,6 +30,7 @@ TINY = {
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
     "variants": {"swinunetr": {"overrides": {"train": {"patch_size": [32, 32, 32]}}}},
     "evaluate": {"workers": 1, "figure_cases": 1},
+    "robustness": {"cases": 1, "perturbations": ["noise", "missing"], "bootstrap": 200},
 }
 
 

@@ -71,7 +71,7 @@ def test_import_closure_follows_function_level_and_package_imports(tmp_path):
 LAYERS = {
     "agvq.errors": 0, "agvq.regions": 0, "agvq.config": 0, "agvq.device": 0, "agvq.processes": 0,
     "agvq.io": 1, "agvq.data": 2, "agvq.models": 3, "agvq.inference": 4, "agvq.metrics": 4,
-    "agvq.diagnosis": 5, "agvq.training": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
+    "agvq.diagnosis": 5, "agvq.training": 5, "agvq.robustness": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
 }
 
 
@@ -120,10 +120,11 @@ def _params_keys() -> set[str]:
 ALLOWED = {"progress", "names", "where", "partial", "prefix", "need", "map_location", "kind", "code_weights",
            "min_free_bytes", "suffix", "indent", "dtype", "extra", "metrics", "before_commit", "local_rank",
            "dry_run", "params_path", "preset_path", "argv", "extra_files", "check", "require_labels", "fill",
-           "shape", "context", "atol", "regions"}
+           "shape", "context", "atol", "regions", "noise", "bias"}
 """Keyword defaults that are not hyperparameters (or, like ``require_labels`` / ``shape``, have another meaning
 in the function that takes them than the params key of that name; ``regions`` defaults to the canonical
-REGIONS order of agvq.regions, a convention rather than a setting)."""
+REGIONS order of agvq.regions, a convention rather than a setting; ``noise`` / ``bias`` of agvq.data.synthetic are the
+phantom generator's own ranges, not the robustness.levels of those names)."""
 
 
 def test_no_params_key_gets_a_default_outside_the_config_package():

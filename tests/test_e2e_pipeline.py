@@ -9,6 +9,7 @@ import shutil
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.dvc_project import dvc, git, make_project, stages_ran
@@ -62,6 +63,21 @@ def test_full_pipeline_outputs(reproduced):
     for region in ("WT", "TC", "ET"):
         vq = json.loads((repo / f"metrics/vqvae/{region}.json").read_text())
         assert {"val_dice", "used_fraction", "perplexity"} <= set(vq)
+    assert {f"robustness_predict@{v}" for v in ("agvqvae", "agunet", "unet")} | {"robustness"} <= ran
+    robustness = json.loads((repo / "metrics/robustness.json").read_text())
+    assert set(robustness["comparisons"]) == {"agvqvae_vs_agunet", "agvqvae_vs_unet"}
+    assert {"clean", "noise@3", "missing_t1ce@1"} <= set(robustness["variants"]["unet"])
+    first = sorted(splits["test"])[0]
+    for variant in ("agvqvae", "agunet", "unet"):  # the clean input gives what infer + evaluate give
+        table = pd.read_csv(repo / f"metrics/robustness/{variant}_cases.csv")
+        clean = table[table["perturbation"] == "clean"].set_index("region")
+        evaluated = pd.read_csv(repo / f"metrics/eval/{variant}_cases.csv")
+        evaluated = evaluated[evaluated["case"] == first].set_index("region")
+        np.testing.assert_allclose(clean.loc[["WT", "TC", "ET"], ["dice", "hd95"]],
+                                   evaluated.loc[["WT", "TC", "ET"], ["dice", "hd95"]])
+    assert (repo / "plots/robustness.png").stat().st_size > 0 and "# Robustness" in (
+        repo / "metrics/robustness.md").read_text()
+    assert not list(repo.rglob("*_s3_*.nii.gz"))  # no perturbed volume is written by the pipeline
 
 
 def test_second_repro_does_nothing(repo):
@@ -86,9 +102,17 @@ def test_exp_run_on_a_variant_switch_reruns_only_that_variant(repo):
     assert "metrics/eval/agunet_no_sm.json" in shown
 
 
+def test_robustness_params_rerun_only_the_study(repo):
+    ran = stages_ran(dvc(repo, "exp", "run", "-S", "robustness.bootstrap=300"))
+    assert ran == {"robustness"}, ran
+    ran = stages_ran(dvc(repo, "exp", "run", "-S", "robustness.levels.noise=[30,15,8]"))
+    assert ran == {"robustness_predict@agvqvae", "robustness_predict@agunet", "robustness_predict@unet",
+                   "robustness"}, ran
+
+
 def test_metrics_diff_between_commits_reports_the_change(repo):
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("confidence: 0.95", "confidence: 0.9"))
+    params.write_text(params.read_text().replace("confidence: 0.95", "confidence: 0.9", 1))  # ablate, not robustness
     ran = stages_ran(dvc(repo, "repro"))
     assert ran == {"ablate"}, ran
     git(repo, "add", "-A")

@@ -3,17 +3,17 @@ package."""
 from agvq.config.params import Params, load_params, parse_params
 from agvq.config.schema import deep_merge, merge_into, parse, to_dict
 from agvq.config.sections import (AblateConfig, BackboneConfig, CondConfig, CondLossConfig, CondModelConfig,
-                                  DataConfig, DiagnoseConfig, EvaluateConfig, InferConfig, MaskLossConfig, PreprocessConfig,
-                                  QuantizerConfig, RuntimeConfig, SegResNetConfig, SplitConfig, SwinUNETRConfig,
-                                  SynthesizeConfig, TrainConfig, UNETRConfig, UNetConfig, VQVAEConfig,
-                                  VQVAEModelConfig)
+                                  DataConfig, DiagnoseConfig, EvaluateConfig, InferConfig, MaskLossConfig,
+                                  PreprocessConfig, QuantizerConfig, RobustnessConfig, RuntimeConfig, SegResNetConfig,
+                                  SeverityLevels, SplitConfig, SwinUNETRConfig, SynthesizeConfig, TrainConfig,
+                                  UNETRConfig, UNetConfig, VQVAEConfig, VQVAEModelConfig)
 from agvq.config.variants import VariantSpec
 
 __all__ = [
     "AblateConfig", "BackboneConfig", "CondConfig", "CondLossConfig", "CondModelConfig", "DataConfig", "DiagnoseConfig",
     "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PreprocessConfig", "QuantizerConfig",
-    "RuntimeConfig", "SegResNetConfig", "SplitConfig", "SwinUNETRConfig", "SynthesizeConfig", "TrainConfig",
-    "UNETRConfig", "UNetConfig", "VQVAEConfig",
+    "RobustnessConfig", "RuntimeConfig", "SegResNetConfig", "SeverityLevels", "SplitConfig", "SwinUNETRConfig",
+    "SynthesizeConfig", "TrainConfig", "UNETRConfig", "UNetConfig", "VQVAEConfig",
     "VQVAEModelConfig", "VariantSpec", "deep_merge", "load_params", "merge_into", "parse", "parse_params",
     "to_dict",
 ]

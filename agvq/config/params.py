@@ -14,9 +14,8 @@ import yaml
 
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, DiagnoseConfig, EvaluateConfig,
-                                  InferConfig,
-                                  PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
-                                  VQVAESection)
+                                  InferConfig, PreprocessConfig, Region, RobustnessConfig, RuntimeConfig,
+                                  SynthesizeConfig, VQVAEConfig, VQVAESection)
 from agvq.config.variants import VariantSpec, paper_order
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS
@@ -44,6 +43,7 @@ class Params:
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ablate: AblateConfig = section(AblateConfig)
     diagnose: DiagnoseConfig = section(DiagnoseConfig)
+    robustness: RobustnessConfig = section(RobustnessConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):
@@ -89,10 +89,24 @@ class Params:
                 raise ConfigError(f"ablate.{key} lists {unknown}, which params variants does not define")
             if names and self.ablate.main_variant not in names:
                 raise ConfigError(f"ablate.{key} must include the main variant {self.ablate.main_variant!r}")
+        if self.variants:
+            self._check_robustness()
         for region in REGIONS:
             self.vqvae_for(region)
             for name in self.trained_variants:
                 self.cond_for(name, region)
+
+    def _check_robustness(self) -> None:
+        study = self.robustness
+        for name in study.variants:
+            if name not in self.trained_variants:
+                raise ConfigError(f"robustness.variants lists {name!r}, which is not a trained variant "
+                                  f"(two_stage_variants / single_stage_variants / joint_variants: {list(self.trained_variants)})")
+        if study.model_seed not in self.seeds:
+            raise ConfigError(f"robustness.model_seed {study.model_seed} is not one of seeds {list(self.seeds)}")
+        if not self.variant(study.main_variant).two_stage:
+            raise ConfigError(f"robustness.main_variant {study.main_variant!r} must be a two-stage variant (the "
+                              "study compares the shape-codebook model with the single-stage ones)")
 
     # -- resolution of the layered settings ---------------------------------------------------------------
     @property

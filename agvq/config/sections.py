@@ -290,6 +290,8 @@ class InferConfig:
     threshold: float = value(0.5, ge=0.0, lt=1.0)
     on_error: Literal["stop", "skip"] = value("stop", doc="infer stage: a bad case stops it, or is skipped and "
                                                           "listed in its report")
+    missing_modality: Literal["error", "zero", "mean"] = value(
+        "error", doc="a case lacking a sequence: stop (error) or fill it (agvq.inference.missing) with a warning")
 
 
 @dataclass(frozen=True)
@@ -319,3 +321,55 @@ class DiagnoseConfig:
     variant: str = "agvqvae"
     compare: str = "agunet"
     seed: int = value(0, ge=0, doc="which training seed's models are diagnosed (one of seeds)")
+Artefact = Literal["noise", "bias", "gibbs", "spike", "ghosting", "motion", "missing"]
+
+
+@dataclass(frozen=True)
+class SeverityLevels:
+    """The parameter of each perturbation at severities 1, 2, 3 (agvq.robustness.perturb); severity 0 is clean."""
+
+    noise: tuple[float, float, float] = value((20.0, 10.0, 5.0), gt=0.0, doc="SNR: brain mean / Rician sigma")
+    bias: tuple[float, float, float] = value((0.1, 0.2, 0.3), gt=0.0, doc="Legendre coefficients from U(-c, c)")
+    gibbs: tuple[float, float, float] = value((0.3, 0.45, 0.6), gt=0.0, lt=1.0, doc="MONAI GibbsNoise alpha")
+    spike: tuple[float, float, float] = value((0.1, 0.2, 0.4), gt=0.0, doc="stripe amplitude / brain mean")
+    ghosting: tuple[float, float, float] = value((0.3, 0.6, 0.9), gt=0.0, le=1.0, doc="TorchIO ghost intensity")
+    motion: tuple[float, float, float] = value((2.0, 4.0, 8.0), gt=0.0, doc="max rotation (deg) = translation (mm)")
+
+    def check(self, where: str) -> None:
+        for name in ("bias", "gibbs", "spike", "ghosting", "motion"):
+            levels = getattr(self, name)
+            if not levels[0] < levels[1] < levels[2]:
+                raise ConfigError(f"{where}.{name} must increase with severity, got {list(levels)}")
+        if not self.noise[0] > self.noise[1] > self.noise[2]:
+            raise ConfigError(f"{where}.noise (SNR) must decrease with severity, got {list(self.noise)}")
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """The robustness study: test cases under seeded perturbations, drop against the clean input per variant."""
+
+    variants: tuple[str, ...] = value(("agvqvae", "agunet", "unet"), doc="trained variants the study predicts with")
+    main_variant: str = value("agvqvae", doc="the two-stage variant compared with each other one")
+    perturbations: tuple[Artefact, ...] = ("noise", "bias", "gibbs", "spike", "ghosting", "motion", "missing")
+    model_seed: int = value(0, ge=0, doc="the training seed whose models the study uses (one of seeds)")
+    cases: int = value(0, ge=0, doc="test cases studied, the first in sorted order (0: all)")
+    seed: int = value(0, ge=0, doc="seed of the perturbations (with the case id and kind) and of the bootstrap")
+    levels: SeverityLevels = section(SeverityLevels)
+    bias_degree: int = value(3, ge=1, doc="degree of the Legendre bias field")
+    ghosts: int = value(4, ge=2, doc="TorchIO num_ghosts: every n-th k-space plane is scaled")
+    ghost_restore: float = value(0.02, ge=0.0, le=1.0, doc="central fraction of k-space kept by Ghosting")
+    motion_transforms: int = value(2, ge=1, doc="movements during the acquisition")
+    missing_fill: Literal["zero", "mean"] = "zero"
+    bootstrap: int = value(2000, ge=1)
+    confidence: float = value(0.95, gt=0.0, lt=1.0)
+
+    def check(self, where: str) -> None:
+        for key in ("variants", "perturbations"):
+            items = getattr(self, key)
+            if not items or len(set(items)) != len(items):
+                raise ConfigError(f"{where}.{key} must list distinct names, got {list(items)}")
+        if self.main_variant not in self.variants:
+            raise ConfigError(f"{where}.main_variant {self.main_variant!r} is not in {where}.variants "
+                              f"{list(self.variants)}")
+        if len(self.variants) < 2:
+            raise ConfigError(f"{where}.variants needs the main variant and at least one to compare it with")

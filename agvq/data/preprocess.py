@@ -1,7 +1,8 @@
 """Preprocessing: brain crop padded to the network stride, per-modality z-score, region masks.
 
-Pure array functions (``brain_mask``, ``crop_box``, ``crop``, ``uncrop``, ``zscore``), the per-case wrapper
-``prepare_case`` (also used by inference, labels optional) and the dataset runner ``preprocess_dataset``.
+Pure array functions (``brain_mask``, ``crop_box``, ``crop``, ``uncrop``, ``zscore``), the per-case wrappers
+``prepare_case`` and ``prepare_volumes`` (the part after reading, used by inference, labels optional) and the dataset
+runner ``preprocess_dataset``.
 
 The dataset runner reads every file once: headers of all cases are checked first (cheap), then each case is
 loaded, checked (truncation, a damaged gzip stream, NaN/inf, labels) and prepared in one pass by a pool of worker
@@ -160,8 +161,17 @@ def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int
     The crop box covers the brain and, for labelled cases, every labelled voxel, so masks are never cut.
     """
     modalities = list(modalities)
-    volumes = [load_image(header, m) for m in modalities]
-    seg = load_seg(header) if header.has_labels else None
+    # no local names for the loaded arrays, so prepare_volumes can free the full volumes once they are cropped
+    return prepare_volumes(header, [load_image(header, m) for m in modalities],
+                           load_seg(header) if header.has_labels else None, modalities, margin, stride)
+
+
+def prepare_volumes(header: CaseHeader, volumes: list, seg: np.ndarray | None, modalities, margin: int,
+                    stride: int) -> tuple[dict, dict]:
+    """Crop, z-score and region masks of already loaded raw ``volumes`` (``modalities`` order, on the grid of
+    ``header``) and the optional label map ``seg``: the part of ``prepare_from_header`` after reading, so that
+    inference can fill a missing sequence or the robustness study perturb the raw intensities first."""
+    modalities = list(modalities)
     brain = brain_mask(volumes)
     if not brain.any():
         raise CaseError(header.case, None, "every modality is zero: no brain voxels to crop to")
@@ -173,6 +183,8 @@ def prepare_from_header(header: CaseHeader, modalities, margin: int, stride: int
     image = zscore(cropped, brain_c)
     warnings = []
     for c, level in constant_channels(cropped, brain_c, image):
+        if modalities[c] not in header.files:  # a missing sequence filled at inference (already warned about)
+            continue
         what = "all zero" if level == 0 else f"constant ({level:g})"
         warnings.append({"file": header.files[modalities[c]].name,
                          "problem": f"modality {modalities[c]} is {what} inside the brain (a blank or failed scan?)"})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agvq.errors import CaseError, ConfigError
 from agvq.io.discovery import CaseFiles, scan_cases
-from agvq.io.validation import validate_case
+from agvq.io.validation import missing_modalities, validate_case
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +72,23 @@ class CaseOutcomes:
         }
 
 
-def check_cases(cases: list[CaseFiles], problems: list[CaseError], modalities, on_error: str,
-                raw_dir) -> CaseOutcomes:
+def check_cases(cases: list[CaseFiles], problems: list[CaseError], modalities, on_error: str, raw_dir,
+                missing: str) -> CaseOutcomes:
     """Validate the headers of every case (labels are never opened) before any prediction; returns the cases to
     predict. Under ``stop`` the first problem in case order is raised; under ``skip`` failing cases are logged
-    and left out. No case left to predict is a CaseError."""
+    and left out. No case left to predict is a CaseError. With ``missing`` (params ``infer.missing_modality``)
+    other than ``error``, a missing sequence is not a problem (it is filled when the case is read) as long as one
+    sequence is present."""
     outcomes = CaseOutcomes(on_error, [])
     failures = list(problems)
     for case_files in cases:
+        unlabelled = dataclasses.replace(case_files, seg=None)
+        absent = missing_modalities(unlabelled, modalities) if missing != "error" else []
+        present = [m for m in modalities if m not in absent]
         try:
-            validate_case(dataclasses.replace(case_files, seg=None), modalities, require_labels=False)
+            if not present:
+                raise CaseError(case_files.case, None, f"none of the sequences {list(modalities)} is present")
+            validate_case(unlabelled, present, require_labels=False)
         except CaseError as exc:
             failures.append(exc)
         else:

@@ -3,6 +3,7 @@ one BraTS label map in the case's own convention, pasted back onto the original 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +13,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from agvq.config import InferConfig
-from agvq.data.preprocess import prepare_case, uncrop
+from agvq.data.preprocess import prepare_volumes, uncrop
 from agvq.device import autocast
 from agvq.errors import CaseError, ConfigError
 from agvq.inference.cases import CaseOutcomes, check_cases, select_cases
+from agvq.inference.missing import fill_missing
 from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor, predict_foreground
 from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
 from agvq.io.outputs import staged_outputs
+from agvq.io.validation import CaseHeader, load_image, missing_modalities, validate_case
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
+
+log = logging.getLogger("agvq.inference")
+
 
 @dataclass
 class RegionModel:
@@ -129,15 +135,44 @@ def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, Region
     return {region: masks[region] for region in models}
 
 
-def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                 crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
-    """Label map on the original grid of one raw case (labels are never read) and the case properties."""
+def read_case(case_files, modalities: list[str], missing: str) -> tuple[CaseHeader, list[np.ndarray]]:
+    """Validated header and raw volumes (``modalities`` order) of one case, its segmentation never read.
+
+    ``missing`` (params ``infer.missing_modality``): ``error`` stops on a missing sequence file with the CaseError of
+    ``validate_case``; ``zero`` / ``mean`` fill it (agvq.inference.missing.fill_missing) and log one warning line
+    naming the case and the filled sequence. A case with none of the sequences is a CaseError in every mode.
+    """
     unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
-    arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
+    absent = missing_modalities(unlabelled, modalities) if missing != "error" else []
+    present = [m for m in modalities if m not in absent]
+    if not present:
+        raise CaseError(case_files.case, None, f"none of the sequences {list(modalities)} is present")
+    header = validate_case(unlabelled, present, require_labels=False)
+    volumes = {m: load_image(header, m) for m in present}
+    for m in absent:
+        log.warning("case %s: sequence %s is missing (%s); filled: %s (infer.missing_modality: %s)",
+                    case_files.case, m, unlabelled.expected_name(m),
+                    "zeros" if missing == "zero" else "the brain mean of the other sequences", missing)
+    return header, fill_missing(volumes, modalities, missing) if absent else [volumes[m] for m in modalities]
+
+
+def predict_volumes(header: CaseHeader, volumes: list[np.ndarray], models: dict[str, RegionModel],
+                    modalities: list[str], cfg: InferConfig, crop: CropSettings, device: torch.device,
+                    precision: str) -> tuple[np.ndarray, dict]:
+    """Label map on the original grid from the raw ``volumes`` of a case (crop and z-score as preprocessing) and
+    the case properties; the robustness study calls it on perturbed volumes."""
+    arrays, props = prepare_volumes(header, volumes, None, modalities, crop.margin, crop.stride)
     masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
     labels = regions_to_labels(masks, get_convention(props["convention"]))
     full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
     return full.astype(np.uint8), props
+
+
+def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
+                 crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
+    """Label map on the original grid of one raw case (labels are never read) and the case properties."""
+    header, volumes = read_case(case_files, modalities, cfg.missing_modality)
+    return predict_volumes(header, volumes, models, modalities, cfg, crop, device, precision)
 
 
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
@@ -172,7 +207,7 @@ def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regio
     cases, problems = select_cases(raw_dir, case_ids)
     models = load_region_models(model_dir, regions, device)
     modalities = list(next(iter(models.values())).contract["modalities"])
-    outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir)
+    outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir, cfg.missing_modality)
     with staged_outputs("infer") as staged:
         written = predict_cases(outcomes.cases, models, modalities, cfg, crop, staged.folder(out_dir), device,
                                 precision, outcomes)
@@ -197,7 +232,7 @@ def run_inference_seeds(model_root, raw_dir, out_dir, seeds, case_ids: list[str]
             model_dir = Path(model_root) / f"seed{seed}"
             models = load_region_models(model_dir, regions, device)
             modalities = list(next(iter(models.values())).contract["modalities"])
-            outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir)
+            outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir, cfg.missing_modality)
             written[seed] = predict_cases(outcomes.cases, models, modalities, cfg, crop, root / f"seed{seed}",
                                           device, precision, outcomes)
             if not written[seed]:

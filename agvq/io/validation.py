@@ -47,6 +47,12 @@ def _shape3d(case: str, path: Path, shape: tuple[int, ...]) -> tuple[int, int, i
     return tuple(int(s) for s in shape)
 
 
+def missing_modalities(case_files: CaseFiles, modalities) -> list[str]:
+    """The requested modalities (params order) whose file the case lacks: those ``validate_case`` would stop on."""
+    return [m for m in check_modalities(modalities)
+            if case_files.images.get(m) is None or not case_files.images[m].is_file()]
+
+
 def validate_case(case_files: CaseFiles, modalities, require_labels: bool = True, atol: float = 1e-4) -> CaseHeader:
     """Header checks for ``case_files``; returns the agreed grid. The segmentation is used whenever present and
     is required with ``require_labels``."""

@@ -13,6 +13,17 @@ def build_vqvae(cfg: VQVAEConfig) -> MaskVQVAE:
     return MaskVQVAE(**to_dict(cfg.model), quantizer=to_dict(cfg.quantizer))
 
 
+PROTOCOL_KEYS = ("overlap", "blend", "sw_batch_size", "threshold")
+"""The ``infer`` keys of the prediction protocol validation shares with inference (the params of every training
+stage in dvc.yaml); the other ``infer`` keys (on_error, missing_modality, ...) are inference-only."""
+
+
+def protocol_identity(params: Params) -> dict:
+    """What of the validation protocol defines a training run (its resume fingerprint)."""
+    infer = to_dict(params.infer)
+    return {"infer": {k: infer[k] for k in PROTOCOL_KEYS}, "empty_penalty": params.evaluate.empty_penalty}
+
+
 def validation_protocol(params: Params, patch_size) -> ValidationProtocol:
     """What infer + evaluate do, applied to the validation cases during training."""
     return ValidationProtocol(params.infer, params.evaluate.empty_penalty, tuple(patch_size))
@@ -27,7 +38,7 @@ def train_vqvae(region: str, params: Params, paths: TrainingPaths):
         contract = {"num_embeddings": cfg.model.num_embeddings, "latent_dim": cfg.model.latent_dim,
                     "stride": model.stride}
         identity = {"stage": "vqvae", "region": region, "params": to_dict(cfg), "runtime": to_dict(params.runtime),
-                    "protocol": to_dict(params.infer), "empty_penalty": params.evaluate.empty_penalty}
+                    "protocol": protocol_identity(params)}
         return train_and_save(task, "vqvae", region, cfg.train, validation_protocol(params, cfg.train.patch_size), rt,
                               paths, cfg.seed, identity=identity, contract=contract, desc=f"vqvae {region}")
     finally:

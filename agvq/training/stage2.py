@@ -10,7 +10,7 @@ from agvq.models.factory import build_model
 from agvq.models.loading import load_vqvae
 from agvq.training.run import TrainingPaths, prepared_modalities, train_and_save
 from agvq.training.runtime import setup_runtime, teardown_runtime
-from agvq.training.stage1 import validation_protocol
+from agvq.training.stage1 import protocol_identity, validation_protocol
 from agvq.training.tasks import CodeTask, JointSegmentationTask, SegmentationTask
 
 
@@ -43,8 +43,7 @@ def train_variant(name: str, region: str, params: Params, paths: TrainingPaths, 
         contract = {"variant": name, "two_stage": spec.two_stage, "switches": spec.switch_values(),
                     "stride": model.stride, "seed": seed}
         identity = {"stage": "cond", "variant": name, "region": region, "seed": seed, "variant_params": to_dict(spec),
-                    "params": to_dict(cfg), "runtime": to_dict(params.runtime), "protocol": to_dict(params.infer),
-                    "empty_penalty": params.evaluate.empty_penalty}
+                    "params": to_dict(cfg), "runtime": to_dict(params.runtime), "protocol": protocol_identity(params)}
         return train_and_save(task, model.kind, region, cfg.train, validation_protocol(params, cfg.train.patch_size),
                               rt, paths, seed, identity=identity, contract=contract, desc=f"{name} {region}",
                               extra_files=extra_files, extra=extra)
@@ -71,7 +70,7 @@ def train_joint(name: str, params: Params, paths: TrainingPaths, seed: int):
                     "switches": spec.switch_values(), "stride": model.stride, "seed": seed}
         identity = {"stage": "joint", "variant": name, "regions": list(regions), "seed": seed,
                     "variant_params": to_dict(spec), "params": to_dict(cfg), "runtime": to_dict(params.runtime),
-                    "protocol": to_dict(params.infer), "empty_penalty": params.evaluate.empty_penalty}
+                    "protocol": protocol_identity(params)}
         return train_and_save(task, model.kind, regions, cfg.train, validation_protocol(params, cfg.train.patch_size),
                               rt, paths, seed, identity=identity, contract=contract, desc=f"{name} joint")
     finally:
