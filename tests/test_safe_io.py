@@ -247,7 +247,7 @@ def test_pool_cancels_queued_tasks_and_stops_workers_on_error():
             futures[0].result()
             workers = children(os.getpid())
             raise KeyboardInterrupt
-    assert len(workers) == 2 and not any(alive(w) for w in workers)  # terminated and joined
+    assert len(workers) >= 2 and not any(alive(w) for w in workers)  # terminated and joined (other children may exist)
     assert time.perf_counter() - t0 < 10  # not the 10 s the 40 queued tasks would take
     assert sum(f.done() and not f.cancelled() for f in futures) < 40
     with worker_pool(2) as pool:
