@@ -1,4 +1,5 @@
-"""Evaluate one variant's test-split predictions: per-case Dice/HD95 CSV and a JSON summary (BraTS conventions)."""
+"""Evaluate one variant's predictions (test split by default): per-case CSV and JSON summary of Dice, HD95, NSD,
+sensitivity, specificity and the lesion-wise Dice / HD95 of the official BraTS package (BraTS conventions)."""
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def main() -> None:
     params = load_params(args.params)
     cfg, regions = params.evaluate, list(params.regions)
     case_ids = split_ids(args.splits, args.split)
-    cases = evaluate_predictions(args.pred, args.raw, case_ids, regions, cfg.empty_penalty, cfg.workers)
+    cases = evaluate_predictions(args.pred, args.raw, case_ids, regions, cfg.empty_penalty, cfg.workers,
+                                 cfg.nsd_tolerance)
     write_case_table(cases, args.out_csv)
     write_summary(summarize(cases, regions, cfg.empty_penalty), args.out_json)
     if args.figure:

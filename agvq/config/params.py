@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from agvq.config.postprocess import PostprocessConfig
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, EvaluateConfig, InferConfig,
                                   PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
@@ -35,6 +36,7 @@ class Params:
     single_stage_variants: tuple[str, ...] = ()
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
+    postprocess: PostprocessConfig = section(PostprocessConfig)
     ablate: AblateConfig = section(AblateConfig)
 
     def check(self, where: str) -> None:

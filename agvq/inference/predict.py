@@ -15,11 +15,13 @@ from agvq.config import InferConfig
 from agvq.data.preprocess import prepare_case, uncrop
 from agvq.device import autocast
 from agvq.errors import ConfigError
-from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor, predict_region
+from agvq.inference.predictors import SingleStagePredictor, TwoStagePredictor
+from agvq.inference.tta import tta_probability
 from agvq.io.atomic import atomic_dir
 from agvq.io.discovery import discover_cases
 from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
+from agvq.io.probabilities import ProbabilityMaps, probability_path, write_probabilities
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
 
@@ -91,37 +93,75 @@ def load_region_models(model_dir: str | Path, regions, device: torch.device):
 
 
 @torch.inference_mode()
-def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
-                  device: torch.device, precision: str) -> dict[str, np.ndarray]:
-    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off),
-    by the protocol validation uses during training (agvq.inference.predictors.predict_region)."""
+def predict_probabilities(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
+                          device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: float32 foreground probability} on the cropped grid, 0 outside the
+    brain: the sliding window of the validation protocol, averaged over the axis flips of ``cfg.tta``."""
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
-    masks = {}
+    brain = np.asarray(brain, dtype=bool)
+    probs = {}
     for region, m in models.items():
         with autocast(device, precision):
-            masks[region] = predict_region(m.predictor, volume, m.patch_size, brain, cfg)
-    return masks
+            prob = tta_probability(m.predictor, volume, m.patch_size, cfg)
+        probs[region] = np.where(brain, prob.cpu().numpy(), np.float32(0)).astype(np.float32, copy=False)
+    return probs
+
+
+def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
+                  device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off):
+    probability above ``cfg.threshold``. Without TTA this is the protocol validation uses during training
+    (agvq.inference.predictors.predict_region)."""
+    probs = predict_probabilities(image, brain, models, cfg, device, precision)
+    return {region: prob > cfg.threshold for region, prob in probs.items()}
+
+
+@dataclass
+class CasePrediction:
+    labels: np.ndarray  # uint8 label map on the original grid, in the case's convention
+    props: dict  # the case properties (agvq.io.prepared)
+    probabilities: ProbabilityMaps | None  # per-region maps on the original grid, when asked for
+
+
+def predict_case_outputs(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
+                         crop: CropSettings, device: torch.device, precision: str,
+                         keep_probabilities: bool) -> CasePrediction:
+    """Label map (and, with ``keep_probabilities``, the probability maps) on the original grid of one raw case;
+    labels are never read."""
+    unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
+    arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
+    probs = predict_probabilities(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
+    masks = {region: prob > cfg.threshold for region, prob in probs.items()}
+    labels = regions_to_labels(masks, get_convention(props["convention"]))
+    box = props["crop_start"], props["crop_stop"], tuple(props["original_shape"])
+    full = uncrop(labels, *box).astype(np.uint8)
+    maps = None
+    if keep_probabilities:
+        maps = ProbabilityMaps(tuple(probs), uncrop(np.stack(list(probs.values())), *box),
+                               np.asarray(props["affine"]), tuple(props["spacing"]), props["convention"])
+    return CasePrediction(full, props, maps)
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                  crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
     """Label map on the original grid of one raw case (labels are never read) and the case properties."""
-    unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
-    arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
-    masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
-    labels = regions_to_labels(masks, get_convention(props["convention"]))
-    full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
-    return full.astype(np.uint8), props
+    out = predict_case_outputs(case_files, models, modalities, cfg, crop, device, precision, keep_probabilities=False)
+    return out.labels, out.props
 
 
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                   crop: CropSettings, out_dir, device: torch.device, precision: str) -> list[str]:
-    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids."""
+    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case (and ``<case>_probabilities.npz`` with
+    ``cfg.save_probabilities``); returns the written case ids."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
-        labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
-        write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
+        out = predict_case_outputs(case_files, models, modalities, cfg, crop, device, precision,
+                                   keep_probabilities=cfg.save_probabilities)
+        write_volume(out_dir / f"{case_files.case}.nii.gz", out.labels, np.asarray(out.props["affine"]),
+                     out.props["spacing"])
+        if out.probabilities is not None:
+            write_probabilities(probability_path(out_dir, case_files.case), out.probabilities)
         written.append(case_files.case)
     return written
 

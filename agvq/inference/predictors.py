@@ -86,10 +86,9 @@ def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, pat
     )
 
 
-def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
-                   protocol: InferConfig) -> np.ndarray:
-    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean mask
-    (X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``.
+def foreground_probability(predictor: nn.Module, volume: torch.Tensor, patch_size,
+                           protocol: InferConfig) -> torch.Tensor:
+    """(1, C, X, Y, Z) volume -> (X, Y, Z) foreground probability by the protocol's sliding window and blending.
 
     A predictor with ``whole_volume = True`` (whose output does not depend on what else is in its input, like the
     stage-1 VQ-VAE with batch or no norm) sees the volume in one pass instead of windows.
@@ -97,4 +96,12 @@ def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain
     roi = tuple(volume.shape[2:]) if getattr(predictor, "whole_volume", False) else tuple(patch_size)
     probs = sliding_window_probabilities(predictor, volume, roi, protocol.overlap, protocol.sw_batch_size,
                                          protocol.blend)
-    return (probs[0, 1] > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)
+    return probs[0, 1]
+
+
+def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
+                   protocol: InferConfig) -> np.ndarray:
+    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean mask
+    (X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``."""
+    prob = foreground_probability(predictor, volume, patch_size, protocol)
+    return (prob > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)

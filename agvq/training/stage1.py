@@ -27,7 +27,7 @@ def train_vqvae(region: str, params: Params, paths: TrainingPaths):
         contract = {"num_embeddings": cfg.model.num_embeddings, "latent_dim": cfg.model.latent_dim,
                     "stride": model.stride}
         identity = {"stage": "vqvae", "region": region, "params": to_dict(cfg), "runtime": to_dict(params.runtime),
-                    "protocol": to_dict(params.infer), "empty_penalty": params.evaluate.empty_penalty}
+                    "protocol": params.infer.protocol_values(), "empty_penalty": params.evaluate.empty_penalty}
         return train_and_save(task, "vqvae", region, cfg.train, validation_protocol(params, cfg.train.patch_size), rt,
                               paths, cfg.seed, identity=identity, contract=contract, desc=f"vqvae {region}")
     finally:

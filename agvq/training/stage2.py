@@ -39,7 +39,7 @@ def train_variant(name: str, region: str, params: Params, paths: TrainingPaths, 
         contract = {"variant": name, "two_stage": spec.two_stage, "switches": spec.switch_values(),
                     "stride": model.stride}
         identity = {"stage": "cond", "variant": name, "region": region, "variant_params": to_dict(spec),
-                    "params": to_dict(cfg), "runtime": to_dict(params.runtime), "protocol": to_dict(params.infer),
+                    "params": to_dict(cfg), "runtime": to_dict(params.runtime), "protocol": params.infer.protocol_values(),
                     "empty_penalty": params.evaluate.empty_penalty}
         return train_and_save(task, model.kind, region, cfg.train, validation_protocol(params, cfg.train.patch_size),
                               rt, paths, cfg.seed, identity=identity, contract=contract, desc=f"{name} {region}",
