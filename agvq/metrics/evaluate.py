@@ -15,6 +15,7 @@ from tqdm import tqdm
 from agvq.errors import CaseError, ConfigError
 from agvq.io.discovery import CaseFiles, scan_cases
 from agvq.io.nifti import NiftiReadError, Volume, read_volume
+from agvq.metrics.brats import brats_extra
 from agvq.metrics.segmentation import LabelValueError, case_metrics
 from agvq.metrics.tables import COLUMNS, EXTRA_COLUMNS
 
@@ -72,8 +73,9 @@ def _evaluate_case(job: _Job) -> list[dict]:
             job.case, str(job.pred), f"prediction affine differs from the ground truth's (max difference {diff:.4g})"
         )
     try:
+        extra = None if job.nsd_tolerance is None else brats_extra(job.nsd_tolerance, job.empty_penalty)
         rows = case_metrics(pred.data, truth.data, job.convention, truth.spacing, job.regions, job.empty_penalty,
-                            job.nsd_tolerance)
+                            extra)
     except LabelValueError as exc:
         path = job.pred if exc.source == "prediction" else job.seg
         raise CaseError(job.case, str(path), str(exc)) from None

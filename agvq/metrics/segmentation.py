@@ -7,20 +7,16 @@ Conventions (written into every row's ``convention`` column):
   BraTS, the diagonal of the 240x240x155 1 mm grid);
 * ``""``: both non-empty, measured values.
 
-With an NSD tolerance (``nsd_tolerance``, mm) the rows also hold the rest of the BraTS set: normalised surface
-Dice (agvq.metrics.surface_dice), sensitivity and specificity (agvq.metrics.confusion) and the official BraTS
-package's lesion-wise Dice / HD95, whose own conventions are stated in agvq.metrics.lesionwise.
+``case_metrics`` takes an ``extra`` function for more metrics per region (the evaluate stage passes the rest of the
+BraTS set, agvq.metrics.brats), so training, which scores validation with Dice and HD95 only, does not import them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from agvq.metrics.confusion import sensitivity_specificity
-from agvq.metrics.lesionwise import lesion_metrics
-from agvq.metrics.surface import bounding_box, hd95_from_distances, surface_distances, union_box
-from agvq.metrics.surface_dice import surface_dice_from_distances
+from agvq.metrics.surface import bounding_box, hd95, union_box
 from agvq.regions import LabelConvention, get_convention, labels_to_regions, unknown_labels
 
 CONVENTIONS = ("both_empty", "pred_empty", "truth_empty")
@@ -48,31 +44,22 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def region_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], empty_penalty: float,
-    nsd_tolerance: float | None = None,
+    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], empty_penalty: float
 ) -> dict:
-    """Dice, HD95 and the convention applied for one pair of boolean region masks; with ``nsd_tolerance`` (mm) also
-    the normalised surface Dice, from the same surface distances (both empty: 1, one empty: 0)."""
+    """Dice, HD95 and the convention applied for one pair of boolean region masks."""
     n_pred, n_truth = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
     row = {"pred_voxels": n_pred, "truth_voxels": n_truth, "pred_empty": n_pred == 0, "truth_empty": n_truth == 0}
     if n_pred == 0 and n_truth == 0:
-        out = {"dice": 1.0, "hd95": 0.0, "convention": "both_empty", **row}
-        return out if nsd_tolerance is None else {**out, "nsd": 1.0}
+        return {"dice": 1.0, "hd95": 0.0, "convention": "both_empty", **row}
     if n_pred == 0 or n_truth == 0:
-        out = {
+        return {
             "dice": 0.0,
             "hd95": float(empty_penalty),
             "convention": "pred_empty" if n_pred == 0 else "truth_empty",
             **row,
         }
-        return out if nsd_tolerance is None else {**out, "nsd": 0.0}
     overlap = int(np.count_nonzero(pred & truth))
-    to_truth, to_pred = surface_distances(pred, truth, spacing)
-    out = {"dice": 2.0 * overlap / (n_pred + n_truth), "hd95": hd95_from_distances(to_truth, to_pred),
-           "convention": "", **row}
-    if nsd_tolerance is not None:
-        out["nsd"] = surface_dice_from_distances(to_truth, to_pred, nsd_tolerance)
-    return out
+    return {"dice": 2.0 * overlap / (n_pred + n_truth), "hd95": hd95(pred, truth, spacing), "convention": "", **row}
 
 
 def case_metrics(
@@ -82,11 +69,11 @@ def case_metrics(
     spacing: Sequence[float],
     regions: Sequence[str],
     empty_penalty: float,
-    nsd_tolerance: float | None = None,
+    extra: Callable[[np.ndarray, np.ndarray, Sequence[float], int], dict] | None = None,
 ) -> list[dict]:
-    """One row per region: {region, dice, hd95, convention, pred_empty, truth_empty, pred_voxels, truth_voxels}, and
-    with ``nsd_tolerance`` (mm) also nsd, sensitivity, specificity (over the whole grid) and the lesion-wise
-    lesion_dice, lesion_hd95, lesion_tp, lesion_fp, lesion_fn.
+    """One row per region: {region, dice, hd95, convention, pred_empty, truth_empty, pred_voxels, truth_voxels}, plus
+    what ``extra(pred_mask, truth_mask, spacing, total_voxels)`` returns for the region (masks on the union box,
+    ``total_voxels`` the size of the whole grid).
 
     Both label maps use ``convention`` (a name from agvq.regions or a LabelConvention). All regions are
     evaluated together inside the bounding box of the union of both tumours (found from axis projections), so
@@ -115,10 +102,8 @@ def case_metrics(
     truth_masks = labels_to_regions(truth_crop, conv, regions)
     rows = []
     for i, region in enumerate(regions):
-        row = {"region": region, **region_metrics(pred_masks[i], truth_masks[i], spacing, empty_penalty,
-                                                  nsd_tolerance)}
-        if nsd_tolerance is not None:
-            row.update(sensitivity_specificity(pred_masks[i], truth_masks[i], total_voxels=pred_labels.size))
-            row.update(lesion_metrics(pred_masks[i], truth_masks[i], spacing, empty_penalty))
+        row = {"region": region, **region_metrics(pred_masks[i], truth_masks[i], spacing, empty_penalty)}
+        if extra is not None:
+            row.update(extra(pred_masks[i], truth_masks[i], spacing, pred_labels.size))
         rows.append(row)
     return rows

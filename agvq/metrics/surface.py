@@ -114,11 +114,6 @@ def hausdorff_percentile(
     return float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))
 
 
-def hd95_from_distances(to_truth: np.ndarray, to_pred: np.ndarray) -> float:
-    """HD95 from the two directed distance arrays of :func:`surface_distances` (the larger directed percentile)."""
-    return float(max(np.percentile(to_truth, 95.0), np.percentile(to_pred, 95.0)))
-
-
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float]) -> float:
     """HD95 in mm between two non-empty boolean masks of the same shape (``spacing`` in mm per axis)."""
     return hausdorff_percentile(pred, truth, spacing, 95.0)
