@@ -26,22 +26,25 @@ def _chosen_steps(path: str) -> dict:
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--eval-dir", required=True, help="folder of <variant>[+pp].json and <variant>[+pp]_cases.csv")
-    parser.add_argument("--postprocessing", required=True, help="the postprocess stage's JSON (chosen steps)")
+    parser.add_argument("--postprocessing", help="the postprocess stage's JSON: add the <variant>+pp rows and the "
+                                                 "effect of postprocessing (their evaluations must be in --eval-dir)")
     parser.add_argument("--json", required=True, help="ablation metrics JSON to write")
     parser.add_argument("--markdown", required=True, help="markdown tables to write")
     parser.add_argument("--plot", required=True, help="bar plot PNG to write")
     args = parser.parse_args()
     params = load_params(args.params)
     s, regions = params.ablate, list(params.regions)
-    report = ablation_report(args.eval_dir, with_postprocessed(params.variants), regions, s.main_variant, s.bootstrap,
-                             s.seed, s.confidence)
-    effect = postprocessing_effect(args.eval_dir, params.ordered_variants(), regions, s.bootstrap, s.seed,
-                                   s.confidence)
-    chosen = _chosen_steps(args.postprocessing)
-    summary = {**report.summary, "postprocessing": {"steps": chosen, "effect": effect_summary(effect)}}
+    variants = with_postprocessed(params.variants) if args.postprocessing else params.variants
+    report = ablation_report(args.eval_dir, variants, regions, s.main_variant, s.bootstrap, s.seed, s.confidence)
+    summary, markdown = report.summary, report.markdown
+    if args.postprocessing:
+        chosen = _chosen_steps(args.postprocessing)
+        effect = postprocessing_effect(args.eval_dir, params.ordered_variants(), regions, s.bootstrap, s.seed,
+                                       s.confidence)
+        summary = {**summary, "postprocessing": {"steps": chosen, "effect": effect_summary(effect)}}
+        markdown += "\n" + effect_markdown(effect, regions, s.confidence, s.bootstrap, s.seed, chosen)
     write_json(args.json, summary)
-    write_text(args.markdown, report.markdown + "\n" + effect_markdown(effect, regions, s.confidence, s.bootstrap,
-                                                                        s.seed, chosen))
+    write_text(args.markdown, markdown)
     bar_plot(report.intervals, report.table, args.plot, s.confidence)
 
 

@@ -89,7 +89,7 @@ def choose_steps(cases: Sequence[ValidationCase], cfg: PostprocessConfig, region
     for step in cfg.steps:
         steps = choice.steps + [step]
         score, per_region = validation_score(cases, steps, cfg, regions, empty_penalty, nsd_tolerance)
-        gain = sign * (score - best)
+        gain = sign * (score - best) + 0.0  # + 0.0: no -0.0 in the report
         kept = gain > cfg.min_gain
         choice.trials.append(Trial(step, steps, score, per_region, gain, kept))
         if kept:
