@@ -52,11 +52,44 @@ def test_full_pipeline_outputs(reproduced):
             np.testing.assert_allclose(pred.affine, raw.affine)
             assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
     ablation = json.loads((repo / "metrics/ablation.json").read_text())
-    assert set(ablation["variants"]) == set(VARIANTS)
+    assert set(ablation["variants"]) == set(VARIANTS) | {f"{v}+pp" for v in VARIANTS}
+    assert set(ablation["postprocessing"]["effect"]) == set(VARIANTS)
+    assert "## Effect of postprocessing" in (repo / "metrics/ablation.md").read_text()
     assert "| Model |" in (repo / "metrics/ablation.md").read_text()
     for region in ("WT", "TC", "ET"):
         vq = json.loads((repo / f"metrics/vqvae/{region}.json").read_text())
         assert {"val_dice", "used_fraction", "perplexity"} <= set(vq)
+
+
+def test_postprocessing_is_chosen_on_validation_and_evaluated_on_test(reproduced):
+    repo, proc = reproduced
+    ran = stages_ran(proc)
+    assert {"postprocess"} | {f"infer_val@{v}" for v in VARIANTS} | {f"evaluate_pp@{v}" for v in VARIANTS} <= ran
+    splits = json.loads((repo / "data/splits.json").read_text())
+    report = json.loads((repo / "metrics/postprocessing.json").read_text())
+    assert report["split"] == "val" and report["n_val_cases"] == len(splits["val"])
+    assert set(report["variants"]) == set(VARIANTS)
+    for variant, entry in report["variants"].items():
+        assert [t["step"] for t in entry["trials"]] == report["candidates"]
+        assert set(entry["steps"]) <= set(report["candidates"])
+        assert sorted(p.name for p in (repo / "predictions_val" / variant).iterdir()) == sorted(
+            f"{c}.nii.gz" for c in splits["val"])
+        assert sorted(p.name for p in (repo / "predictions_pp" / variant).iterdir()) == sorted(
+            f"{c}.nii.gz" for c in splits["test"])
+        summary = json.loads((repo / f"metrics/eval/{variant}+pp.json").read_text())
+        assert summary["n_cases"] == len(splits["test"])
+        assert {"nsd", "lesion_dice", "sensitivity"} <= set(summary["regions"]["WT"])
+
+
+def test_tta_reruns_inference_and_what_follows_only(repo):
+    """TTA is an inference option: no training stage depends on it."""
+    proc = dvc(repo, "exp", "run", "-S", "infer.tta=flip")
+    ran = stages_ran(proc)
+    expected = ({f"{s}@{v}" for s in ("infer", "infer_val", "evaluate", "evaluate_pp") for v in VARIANTS}
+                | {"postprocess", "ablate"})
+    # The infer stages always re-run; what follows re-runs where their predictions changed (an untrained tiny
+    # model may predict the same labels either way).
+    assert {f"{s}@{v}" for s in ("infer", "infer_val") for v in VARIANTS} <= ran <= expected, ran - expected
 
 
 def test_second_repro_does_nothing(repo):

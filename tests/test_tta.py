@@ -235,3 +235,22 @@ def test_ensemble_script(tmp_path):
     proc = subprocess.run(cmd[:4] + ["--inputs", str(a), str(tmp_path / "nowhere"), "--out", str(tmp_path / "e2")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_tta_and_probabilities_are_inference_only_params():
+    """The training stages (and evaluate_vqvae) declare exactly the validation-protocol keys of ``infer``, so
+    ``dvc exp run -S infer.tta=flip`` re-runs inference and what follows it, never training."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    protocol = {f"infer.{k}" for k in InferConfig.PROTOCOL_KEYS}
+    assert set(InferConfig.PROTOCOL_KEYS) == {"overlap", "blend", "sw_batch_size", "threshold"}
+    for name, stage in stages.items():
+        params = {str(p) for p in stage.get("do", stage).get("params", [])}
+        declared = {p for p in params if p == "infer" or p.startswith("infer.")}
+        if name.startswith("train_") or name == "evaluate_vqvae":
+            assert declared == protocol, (name, declared)
+        elif name in ("infer", "infer_val"):
+            assert declared == {"infer"}
+        else:
+            assert not declared, (name, declared)
+    cfg = infer(tta="flip", save_probabilities=True)
+    assert cfg.protocol_values() == {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 4, "threshold": 0.5}
