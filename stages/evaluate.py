@@ -1,4 +1,5 @@
-"""Evaluate one variant's test-split predictions: per-case Dice/HD95 CSV and a JSON summary (BraTS conventions).
+"""Evaluate one variant's predictions (test split by default): per-case CSV and JSON summary of Dice, HD95, NSD,
+sensitivity, specificity and the lesion-wise Dice / HD95 of the official BraTS package (BraTS conventions).
 
 With ``--per-seed``, ``--pred`` holds one ``seed<k>/`` folder per training seed of params ``seeds``: the table gets a
 ``seed`` column, and the summary the per-seed means and their spread."""
@@ -36,7 +37,8 @@ def main() -> None:
     tables = []
     for seed in seeds:
         pred = Path(args.pred) / f"seed{seed}" if seed is not None else Path(args.pred)
-        table = evaluate_predictions(pred, args.raw, case_ids, regions, cfg.empty_penalty, cfg.workers)
+        table = evaluate_predictions(pred, args.raw, case_ids, regions, cfg.empty_penalty, cfg.workers,
+                                     cfg.nsd_tolerance)
         tables.append(table.assign(seed=seed if seed is not None else 0))
     cases = pd.concat(tables, ignore_index=True)
     write_case_table(cases, args.out_csv)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from agvq import config as config_pkg
-from agvq.config import sections, variants
+from agvq.config import postprocess, sections, variants
 from agvq.config.params import Params
 from tests.import_graph import PACKAGE, ROOT, closure, package_layer_imports, suggested_deps
 
@@ -70,7 +70,7 @@ def test_import_closure_follows_function_level_and_package_imports(tmp_path):
 
 LAYERS = {
     "agvq.errors": 0, "agvq.regions": 0, "agvq.config": 0, "agvq.device": 0, "agvq.processes": 0,
-    "agvq.io": 1, "agvq.data": 2, "agvq.models": 3, "agvq.inference": 4, "agvq.metrics": 4,
+    "agvq.io": 1, "agvq.data": 2, "agvq.models": 3, "agvq.inference": 4, "agvq.metrics": 4, "agvq.postprocessing": 4,
     "agvq.diagnosis": 5, "agvq.training": 5, "agvq.robustness": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
 }
 
@@ -109,7 +109,7 @@ def _params_keys() -> set[str]:
         seen.add(cls)
         for f in fields(cls):
             keys.add(f.name)
-    for module in (sections, variants):
+    for module in (sections, variants, postprocess):
         for obj in vars(module).values():
             if is_dataclass(obj) and isinstance(obj, type) and obj not in seen:
                 seen.add(obj)

@@ -54,8 +54,10 @@ def test_full_pipeline_outputs(reproduced):
             np.testing.assert_allclose(pred.affine, raw.affine)
             assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 4}
     ablation = json.loads((repo / "metrics/ablation.json").read_text())
-    assert set(ablation["variants"]) == set(VARIANTS)
+    assert set(ablation["variants"]) == set(VARIANTS) | {f"{v}+pp" for v in VARIANTS}
+    assert set(ablation["postprocessing"]["effect"]) == set(VARIANTS)
     md = (repo / "metrics/ablation.md").read_text()
+    assert "## Effect of postprocessing" in md
     assert "| Model |" in md and "(not retrained)" in md and "paper HD95 AVG" in md
     assert (repo / "models/unet/seed0/joint.pt").is_file() and (repo / "models/agunet/seed0/TC.pt").is_file()
     diagnosis = json.loads((repo / "metrics/diagnosis.json").read_text())
@@ -78,6 +80,36 @@ def test_full_pipeline_outputs(reproduced):
     assert (repo / "plots/robustness.png").stat().st_size > 0 and "# Robustness" in (
         repo / "metrics/robustness.md").read_text()
     assert not list(repo.rglob("*_s3_*.nii.gz"))  # no perturbed volume is written by the pipeline
+
+
+def test_postprocessing_is_chosen_on_validation_and_evaluated_on_test(reproduced):
+    repo, proc = reproduced
+    ran = stages_ran(proc)
+    assert {"postprocess"} | {f"infer_val@{v}" for v in VARIANTS} | {f"evaluate_pp@{v}" for v in VARIANTS} <= ran
+    splits = json.loads((repo / "data/splits.json").read_text())
+    report = json.loads((repo / "metrics/postprocessing.json").read_text())
+    assert report["split"] == "val" and report["n_val_cases"] == len(splits["val"])
+    assert set(report["variants"]) == set(VARIANTS)
+    for variant, entry in report["variants"].items():
+        assert [t["step"] for t in entry["trials"]] == report["candidates"]
+        assert set(entry["steps"]) <= set(report["candidates"])
+        assert sorted(p.name for p in (repo / "predictions_val" / variant).iterdir()) == sorted(
+            f"{c}.nii.gz" for c in splits["val"])
+        assert sorted(p.name for p in (repo / "predictions_pp" / variant).iterdir()) == sorted(
+            f"{c}.nii.gz" for c in splits["test"])
+        summary = json.loads((repo / f"metrics/eval/{variant}+pp.json").read_text())
+        assert summary["n_cases"] == len(splits["test"])
+        assert {"nsd", "lesion_dice", "sensitivity"} <= set(summary["regions"]["WT"])
+
+
+def test_tta_invalidates_inference_only(repo):
+    """TTA is an inference option: `dvc exp run -S infer.tta=flip` re-runs the infer stages and what depends on their
+    outputs (evaluate, postprocess, ablate), never training. `dvc status` names the stages whose own deps or params
+    changed (the real experiment takes ~8x the inference time, so it is not repeated here)."""
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("tta: none", "tta: flip"))
+    status = set(json.loads(dvc(repo, "status", "--json").stdout))
+    assert status == {f"{s}@{v}" for s in ("infer", "infer_val") for v in VARIANTS}, status
 
 
 def test_second_repro_does_nothing(repo):

@@ -381,3 +381,40 @@ def test_stage_script_with_and_without_splits(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "TC.pt not found" in err and "\n" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_per_seed_inference_and_evaluation_write_one_guarded_folder(tmp_path, monkeypatch, capsys):
+    """stages/infer.py --per-seed: seed<k>/ predictions of each seed's models in one output folder (one manifest),
+    one report with an entry per seed; stages/evaluate.py --per-seed: a seed column and the seed spread."""
+    raw = tmp_path / "raw"
+    for i in range(2):
+        write_case(raw, f"S{i}", seed=i)
+    models = tmp_path / "models"
+    models.mkdir()
+    for seed, fg in ((0, {"WT": True, "TC": False, "ET": False}), (1, {"WT": True, "TC": True, "ET": False})):
+        model_dir(models, fg=fg, name=f"seed{seed}")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"regions": list(REGIONS), "seeds": [0, 1], "runtime": {"device": "cpu"},
+                                      "preprocess": {"margin": 2, "stride": 16}, "evaluate": {"workers": 1}}))
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": [], "test": ["S0", "S1"]}))
+    common = ["--params", str(params), "--models", str(models), "--raw", str(raw), "--splits", str(splits)]
+    out, report = tmp_path / "pred", tmp_path / "pred_report.json"
+    assert run_stage(monkeypatch, capsys, *common, "--per-seed", "--out", str(out), "--report", str(report)) == 0
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "seed0", "seed1"]
+    assert sorted(json.loads((out / MANIFEST).read_text())["files"]) == [
+        f"seed{k}/S{i}.nii.gz" for k in (0, 1) for i in (0, 1)]
+    assert set(json.loads(report.read_text())) == {"seed0", "seed1"}
+    np.testing.assert_array_equal(read(out / "seed0" / "S0.nii.gz")[1], np.where(brain_of(seed=0), 2, 0))
+    np.testing.assert_array_equal(read(out / "seed1" / "S0.nii.gz")[1], np.where(brain_of(seed=0), 1, 0))
+    csv, summary = tmp_path / "eval" / "cases.csv", tmp_path / "eval" / "summary.json"
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--params", str(params), "--pred", str(out), "--per-seed",
+                                      "--raw", str(raw), "--splits", str(splits), "--out-csv", str(csv),
+                                      "--out-json", str(summary)])
+    runpy.run_path(str(ROOT / "stages" / "evaluate.py"), run_name="__main__")
+    import pandas as pd
+    table = pd.read_csv(csv)
+    assert sorted(table["seed"].unique()) == [0, 1] and len(table) == 2 * 2 * 3
+    result = json.loads(summary.read_text())
+    assert result["seeds"] == [0, 1] and set(result["per_seed"]) == {"0", "1"}
+    assert result["regions"]["TC"]["seed_sd"]["dice"] > 0  # the two seeds' models differ on TC

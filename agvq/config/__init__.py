@@ -1,6 +1,7 @@
 """The one typed, validated view of params.yaml (see params.py); every default of the project lives in this
 package."""
 from agvq.config.params import Params, load_params, parse_params
+from agvq.config.postprocess import PostprocessConfig
 from agvq.config.schema import deep_merge, merge_into, parse, to_dict
 from agvq.config.sections import (AblateConfig, BackboneConfig, CondConfig, CondLossConfig, CondModelConfig,
                                   DataConfig, DiagnoseConfig, EvaluateConfig, InferConfig, MaskLossConfig,
@@ -11,9 +12,9 @@ from agvq.config.variants import VariantSpec
 
 __all__ = [
     "AblateConfig", "BackboneConfig", "CondConfig", "CondLossConfig", "CondModelConfig", "DataConfig", "DiagnoseConfig",
-    "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PreprocessConfig", "QuantizerConfig",
-    "RobustnessConfig", "RuntimeConfig", "SegResNetConfig", "SeverityLevels", "SplitConfig", "SwinUNETRConfig",
-    "SynthesizeConfig", "TrainConfig", "UNETRConfig", "UNetConfig", "VQVAEConfig",
+    "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PostprocessConfig", "PreprocessConfig",
+    "QuantizerConfig", "RobustnessConfig", "RuntimeConfig", "SegResNetConfig", "SeverityLevels", "SplitConfig",
+    "SwinUNETRConfig", "SynthesizeConfig", "TrainConfig", "UNETRConfig", "UNetConfig", "VQVAEConfig",
     "VQVAEModelConfig", "VariantSpec", "deep_merge", "load_params", "merge_into", "parse", "parse_params",
     "to_dict",
 ]

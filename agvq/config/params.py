@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from agvq.config.postprocess import PostprocessConfig
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, DiagnoseConfig, EvaluateConfig,
                                   InferConfig, PreprocessConfig, Region, RobustnessConfig, RuntimeConfig,
@@ -41,6 +42,7 @@ class Params:
     joint_variants: tuple[str, ...] = ()
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
+    postprocess: PostprocessConfig = section(PostprocessConfig)
     ablate: AblateConfig = section(AblateConfig)
     diagnose: DiagnoseConfig = section(DiagnoseConfig)
     robustness: RobustnessConfig = section(RobustnessConfig)
@@ -97,7 +99,9 @@ class Params:
                 self.cond_for(name, region)
 
     def _check_robustness(self) -> None:
-        study = self.robustness
+        study = self.robustness  # as for diagnose: names are checked where defined; the stage rejects unknown ones
+        if not any(name in self.variants for name in study.variants):
+            return
         for name in study.variants:
             if name not in self.trained_variants:
                 raise ConfigError(f"robustness.variants lists {name!r}, which is not a trained variant "

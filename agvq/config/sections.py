@@ -292,11 +292,22 @@ class InferConfig:
                                                           "listed in its report")
     missing_modality: Literal["error", "zero", "mean"] = value(
         "error", doc="a case lacking a sequence: stop (error) or fill it (agvq.inference.missing) with a warning")
+    # Inference only (validation during training never reads them, and the training stages do not declare them):
+    tta: Literal["none", "flip"] = value("none", doc="flip: mean probabilities of the 8 axis-flip combinations")
+    save_probabilities: bool = value(False, doc="also write <case>_probabilities.npz (per-region maps, original grid)")
+
+    PROTOCOL_KEYS = ("overlap", "blend", "sw_batch_size", "threshold")
+    """The keys validation during training uses (and the training stages declare); the others are inference only."""
+
+    def protocol_values(self) -> dict:
+        """The validation-protocol settings, as a training run's identity records them."""
+        return {k: getattr(self, k) for k in self.PROTOCOL_KEYS}
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     empty_penalty: float = value(373.13, ge=0.0, doc="HD95 (mm) when exactly one of prediction/truth is empty")
+    nsd_tolerance: float = value(1.0, ge=0.0, doc="normalised surface Dice tolerance (mm)")
     workers: int = value(1, ge=1)
     figure_cases: int = value(3, ge=1)
 

@@ -18,10 +18,12 @@ from agvq.device import autocast
 from agvq.errors import CaseError, ConfigError
 from agvq.inference.cases import CaseOutcomes, check_cases, select_cases
 from agvq.inference.missing import fill_missing
-from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor, predict_foreground
+from agvq.inference.predictors import JointPredictor, SingleStagePredictor, TwoStagePredictor
+from agvq.inference.tta import tta_probabilities
 from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
 from agvq.io.outputs import staged_outputs
+from agvq.io.probabilities import ProbabilityMaps, probability_path, write_probabilities
 from agvq.io.validation import CaseHeader, load_image, missing_modalities, validate_case
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
@@ -122,17 +124,29 @@ def load_region_models(model_dir: str | Path, regions, device: torch.device):
 
 
 @torch.inference_mode()
-def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
-                  device: torch.device, precision: str) -> dict[str, np.ndarray]:
-    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off),
-    by the protocol validation uses during training (agvq.inference.predictors.predict_region)."""
+def predict_probabilities(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
+                          device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: float32 foreground probability} on the cropped grid, 0 outside the
+    brain: the sliding window of the validation protocol, averaged over the axis flips of ``cfg.tta``."""
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
-    masks = {}
+    brain = np.asarray(brain, dtype=bool)
+    probs = {}
     for m in {id(m): m for m in models.values()}.values():  # a joint model predicts its regions in one pass
         with autocast(device, precision):
-            fg = predict_foreground(m.predictor, volume, m.patch_size, brain, cfg)
-        masks.update({region: fg[i] for i, region in enumerate(m.regions) if region in models})
-    return {region: masks[region] for region in models}
+            prob = tta_probabilities(m.predictor, volume, m.patch_size, cfg).cpu().numpy()
+        for i, region in enumerate(m.regions):
+            if region in models:
+                probs[region] = np.where(brain, prob[i], np.float32(0)).astype(np.float32, copy=False)
+    return {region: probs[region] for region in models}
+
+
+def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, RegionModel], cfg: InferConfig,
+                  device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """(C, X, Y, Z) prepared image -> {region: boolean mask} on the cropped grid (voxels outside the brain off):
+    probability above ``cfg.threshold``. Without TTA this is the protocol validation uses during training
+    (agvq.inference.predictors.predict_foreground)."""
+    probs = predict_probabilities(image, brain, models, cfg, device, precision)
+    return {region: prob > cfg.threshold for region, prob in probs.items()}
 
 
 def read_case(case_files, modalities: list[str], missing: str) -> tuple[CaseHeader, list[np.ndarray]]:
@@ -156,16 +170,47 @@ def read_case(case_files, modalities: list[str], missing: str) -> tuple[CaseHead
     return header, fill_missing(volumes, modalities, missing) if absent else [volumes[m] for m in modalities]
 
 
+@dataclass
+class CasePrediction:
+    labels: np.ndarray  # uint8 label map on the original grid, in the case's convention
+    props: dict  # the case properties (agvq.io.prepared)
+    probabilities: ProbabilityMaps | None  # per-region maps on the original grid, when asked for
+
+
+def volume_outputs(header: CaseHeader, volumes: list[np.ndarray], models: dict[str, RegionModel],
+                   modalities: list[str], cfg: InferConfig, crop: CropSettings, device: torch.device,
+                   precision: str, keep_probabilities: bool) -> CasePrediction:
+    """Label map (and, with ``keep_probabilities``, the probability maps) on the original grid from the raw
+    ``volumes`` of a case, cropped and z-scored as preprocessing does."""
+    arrays, props = prepare_volumes(header, volumes, None, modalities, crop.margin, crop.stride)
+    probs = predict_probabilities(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
+    masks = {region: prob > cfg.threshold for region, prob in probs.items()}
+    labels = regions_to_labels(masks, get_convention(props["convention"]))
+    box = props["crop_start"], props["crop_stop"], tuple(props["original_shape"])
+    full = uncrop(labels, *box).astype(np.uint8)
+    maps = None
+    if keep_probabilities:
+        maps = ProbabilityMaps(tuple(probs), uncrop(np.stack(list(probs.values())), *box),
+                               np.asarray(props["affine"]), tuple(props["spacing"]), props["convention"])
+    return CasePrediction(full, props, maps)
+
+
 def predict_volumes(header: CaseHeader, volumes: list[np.ndarray], models: dict[str, RegionModel],
                     modalities: list[str], cfg: InferConfig, crop: CropSettings, device: torch.device,
                     precision: str) -> tuple[np.ndarray, dict]:
-    """Label map on the original grid from the raw ``volumes`` of a case (crop and z-score as preprocessing) and
-    the case properties; the robustness study calls it on perturbed volumes."""
-    arrays, props = prepare_volumes(header, volumes, None, modalities, crop.margin, crop.stride)
-    masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
-    labels = regions_to_labels(masks, get_convention(props["convention"]))
-    full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
-    return full.astype(np.uint8), props
+    """Label map on the original grid from the raw ``volumes`` of a case and the case properties; the robustness
+    study calls it on perturbed volumes."""
+    out = volume_outputs(header, volumes, models, modalities, cfg, crop, device, precision, False)
+    return out.labels, out.props
+
+
+def predict_case_outputs(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
+                         crop: CropSettings, device: torch.device, precision: str,
+                         keep_probabilities: bool) -> CasePrediction:
+    """:func:`volume_outputs` of one raw case (labels are never read; a missing sequence as
+    ``cfg.missing_modality`` says)."""
+    header, volumes = read_case(case_files, modalities, cfg.missing_modality)
+    return volume_outputs(header, volumes, models, modalities, cfg, crop, device, precision, keep_probabilities)
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
@@ -178,22 +223,27 @@ def predict_case(case_files, models: dict[str, RegionModel], modalities: list[st
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                   crop: CropSettings, out_dir, device: torch.device, precision: str,
                   outcomes: CaseOutcomes | None = None) -> list[str]:
-    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids. With
-    ``outcomes``, a case whose data turns out bad goes to ``outcomes.failed`` (skip or stop, ``infer.on_error``)
-    and warnings about suspicious data to ``outcomes.warn``; without, its CaseError propagates."""
+    """Predict and write ``<out_dir>/<case>.nii.gz`` for every case (and ``<case>_probabilities.npz`` with
+    ``cfg.save_probabilities``); returns the written case ids. With ``outcomes``, a case whose data turns out bad
+    goes to ``outcomes.failed`` (skip or stop, ``infer.on_error``) and warnings about suspicious data to
+    ``outcomes.warn``; without, its CaseError propagates."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
         try:
-            labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
+            out = predict_case_outputs(case_files, models, modalities, cfg, crop, device, precision,
+                                       keep_probabilities=cfg.save_probabilities)
         except CaseError as exc:
             if outcomes is None:
                 raise
             outcomes.failed(exc)
             continue
         if outcomes is not None:
-            outcomes.warn(case_files.case, props.get("warnings", ()))
-        write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
+            outcomes.warn(case_files.case, out.props.get("warnings", ()))
+        write_volume(out_dir / f"{case_files.case}.nii.gz", out.labels, np.asarray(out.props["affine"]),
+                     out.props["spacing"])
+        if out.probabilities is not None:
+            write_probabilities(probability_path(out_dir, case_files.case), out.probabilities)
         written.append(case_files.case)
     return written
 
@@ -233,6 +283,7 @@ def run_inference_seeds(model_root, raw_dir, out_dir, seeds, case_ids: list[str]
             models = load_region_models(model_dir, regions, device)
             modalities = list(next(iter(models.values())).contract["modalities"])
             outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir, cfg.missing_modality)
+            (root / f"seed{seed}").mkdir()
             written[seed] = predict_cases(outcomes.cases, models, modalities, cfg, crop, root / f"seed{seed}",
                                           device, precision, outcomes)
             if not written[seed]:

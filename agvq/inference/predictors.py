@@ -104,11 +104,10 @@ def sliding_window_probabilities(predictor: nn.Module, volume: torch.Tensor, pat
     )
 
 
-def predict_foreground(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
-                       protocol: InferConfig) -> np.ndarray:
-    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean masks
-    (R, X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``. R is 1 for the
-    2-class predictors of one region and the number of regions for a joint predictor.
+def foreground_probabilities(predictor: nn.Module, volume: torch.Tensor, patch_size,
+                             protocol: InferConfig) -> torch.Tensor:
+    """(1, C, X, Y, Z) volume -> (R, X, Y, Z) foreground probabilities by the protocol's sliding window and
+    blending: R is 1 for the 2-class predictors of one region, the number of regions for a joint predictor.
 
     A predictor with ``whole_volume = True`` (whose output does not depend on what else is in its input, like the
     stage-1 VQ-VAE with batch or no norm) sees the volume in one pass instead of windows.
@@ -116,8 +115,15 @@ def predict_foreground(predictor: nn.Module, volume: torch.Tensor, patch_size, b
     roi = tuple(volume.shape[2:]) if getattr(predictor, "whole_volume", False) else tuple(patch_size)
     probs = sliding_window_probabilities(predictor, volume, roi, protocol.overlap, protocol.sw_batch_size,
                                          protocol.blend)
-    fg = probs[0] if getattr(predictor, "joint", False) else probs[0, 1:2]
-    return (fg > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)[None]
+    return probs[0] if getattr(predictor, "joint", False) else probs[0, 1:2]
+
+
+def predict_foreground(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,
+                       protocol: InferConfig) -> np.ndarray:
+    """The prediction protocol shared by inference and validation: (1, C, X, Y, Z) volume -> boolean masks
+    (R, X, Y, Z), foreground probability above ``protocol.threshold`` and inside the ``brain``."""
+    prob = foreground_probabilities(predictor, volume, patch_size, protocol)
+    return (prob > protocol.threshold).cpu().numpy() & np.asarray(brain, dtype=bool)[None]
 
 
 def predict_region(predictor: nn.Module, volume: torch.Tensor, patch_size, brain: np.ndarray,

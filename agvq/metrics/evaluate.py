@@ -15,8 +15,9 @@ from tqdm import tqdm
 from agvq.errors import CaseError, ConfigError
 from agvq.io.discovery import CaseFiles, scan_cases
 from agvq.io.nifti import NiftiReadError, Volume, read_volume
+from agvq.metrics.brats import brats_extra
 from agvq.metrics.segmentation import LabelValueError, case_metrics
-from agvq.metrics.tables import COLUMNS
+from agvq.metrics.tables import COLUMNS, EXTRA_COLUMNS
 from agvq.processes import worker_pool
 
 log = logging.getLogger("agvq.metrics")
@@ -33,6 +34,7 @@ class _Job:
     convention: str
     regions: tuple[str, ...]
     empty_penalty: float
+    nsd_tolerance: float | None
 
 
 def ground_truth(raw_dir: str | os.PathLike, case_ids: Sequence[str]) -> dict[str, CaseFiles]:
@@ -72,7 +74,9 @@ def _evaluate_case(job: _Job) -> list[dict]:
             job.case, str(job.pred), f"prediction affine differs from the ground truth's (max difference {diff:.4g})"
         )
     try:
-        rows = case_metrics(pred.data, truth.data, job.convention, truth.spacing, job.regions, job.empty_penalty)
+        extra = None if job.nsd_tolerance is None else brats_extra(job.nsd_tolerance, job.empty_penalty)
+        rows = case_metrics(pred.data, truth.data, job.convention, truth.spacing, job.regions, job.empty_penalty,
+                            extra)
     except LabelValueError as exc:
         path = job.pred if exc.source == "prediction" else job.seg
         raise CaseError(job.case, str(path), str(exc)) from None
@@ -88,7 +92,8 @@ def _evaluate_case_safe(job: _Job) -> list[dict] | tuple[str | None, str | None,
 
 
 def _jobs(
-    pred_dir: Path, raw_dir: Path, case_ids: Sequence[str], regions: tuple[str, ...], empty_penalty: float
+    pred_dir: Path, raw_dir: Path, case_ids: Sequence[str], regions: tuple[str, ...], empty_penalty: float,
+    nsd_tolerance: float | None,
 ) -> list[_Job]:
     missing = [case for case in case_ids if not (pred_dir / f"{case}.nii.gz").is_file()]
     if missing:
@@ -97,7 +102,8 @@ def _jobs(
                         f"prediction is missing{more}; if infer skipped it (infer.on_error: skip), its report says why")
     truth = ground_truth(raw_dir, case_ids)
     return [
-        _Job(case, pred_dir / f"{case}.nii.gz", truth[case].seg, truth[case].convention, regions, float(empty_penalty))
+        _Job(case, pred_dir / f"{case}.nii.gz", truth[case].seg, truth[case].convention, regions, float(empty_penalty),
+             None if nsd_tolerance is None else float(nsd_tolerance))
         for case in case_ids
     ]
 
@@ -109,12 +115,14 @@ def evaluate_predictions(
     regions: Sequence[str],
     empty_penalty: float,
     workers: int,
+    nsd_tolerance: float | None = None,
 ) -> pd.DataFrame:
     """Dice and HD95 (mm, spacing from the ground-truth header) of ``<pred_dir>/<case>.nii.gz`` for each case.
 
     Predictions are label maps in the case's own convention (brats2021 / brats2023, told by the raw file
     naming) on the ground truth's grid. Returns one row per case and region, in the given orders, with the
-    columns of agvq.metrics.tables.COLUMNS. Raises CaseError naming the case for a missing or unreadable file,
+    columns of agvq.metrics.tables.COLUMNS (and, with ``nsd_tolerance`` in mm, EXTRA_COLUMNS: NSD, sensitivity,
+    specificity, lesion-wise scores). Raises CaseError naming the case for a missing or unreadable file,
     a grid mismatch or labels outside the convention.
     """
     pred_dir, raw_dir = Path(pred_dir), Path(raw_dir)
@@ -126,7 +134,7 @@ def evaluate_predictions(
         raise ConfigError("no cases to evaluate")
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    jobs = _jobs(pred_dir, raw_dir, list(case_ids), tuple(regions), empty_penalty)
+    jobs = _jobs(pred_dir, raw_dir, list(case_ids), tuple(regions), empty_penalty, nsd_tolerance)
     results: dict[str, list[dict]] = {}
     progress = tqdm(total=len(jobs), desc="evaluate", unit="case")
     try:
@@ -148,4 +156,5 @@ def evaluate_predictions(
         progress.close()
     rows = [row for job in jobs for row in results[job.case]]
     log.info("evaluated %d cases x %d regions", len(jobs), len(regions))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    columns = list(COLUMNS) + (list(EXTRA_COLUMNS) if nsd_tolerance is not None else [])
+    return pd.DataFrame(rows, columns=columns)

@@ -6,10 +6,13 @@ Conventions (written into every row's ``convention`` column):
 * ``pred_empty`` / ``truth_empty``: exactly one of them empty -> Dice 0, HD95 = ``empty_penalty`` (373.13 mm in
   BraTS, the diagonal of the 240x240x155 1 mm grid);
 * ``""``: both non-empty, measured values.
+
+``case_metrics`` takes an ``extra`` function for more metrics per region (the evaluate stage passes the rest of the
+BraTS set, agvq.metrics.brats), so training, which scores validation with Dice and HD95 only, does not import them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -66,8 +69,11 @@ def case_metrics(
     spacing: Sequence[float],
     regions: Sequence[str],
     empty_penalty: float,
+    extra: Callable[[np.ndarray, np.ndarray, Sequence[float], int], dict] | None = None,
 ) -> list[dict]:
-    """One row per region: {region, dice, hd95, convention, pred_empty, truth_empty, pred_voxels, truth_voxels}.
+    """One row per region: {region, dice, hd95, convention, pred_empty, truth_empty, pred_voxels, truth_voxels}, plus
+    what ``extra(pred_mask, truth_mask, spacing, total_voxels)`` returns for the region (masks on the union box,
+    ``total_voxels`` the size of the whole grid).
 
     Both label maps use ``convention`` (a name from agvq.regions or a LabelConvention). All regions are
     evaluated together inside the bounding box of the union of both tumours (found from axis projections), so
@@ -96,5 +102,8 @@ def case_metrics(
     truth_masks = labels_to_regions(truth_crop, conv, regions)
     rows = []
     for i, region in enumerate(regions):
-        rows.append({"region": region, **region_metrics(pred_masks[i], truth_masks[i], spacing, empty_penalty)})
+        row = {"region": region, **region_metrics(pred_masks[i], truth_masks[i], spacing, empty_penalty)}
+        if extra is not None:
+            row.update(extra(pred_masks[i], truth_masks[i], spacing, pred_labels.size))
+        rows.append(row)
     return rows

@@ -13,15 +13,11 @@ def build_vqvae(cfg: VQVAEConfig) -> MaskVQVAE:
     return MaskVQVAE(**to_dict(cfg.model), quantizer=to_dict(cfg.quantizer))
 
 
-PROTOCOL_KEYS = ("overlap", "blend", "sw_batch_size", "threshold")
-"""The ``infer`` keys of the prediction protocol validation shares with inference (the params of every training
-stage in dvc.yaml); the other ``infer`` keys (on_error, missing_modality, ...) are inference-only."""
-
-
 def protocol_identity(params: Params) -> dict:
-    """What of the validation protocol defines a training run (its resume fingerprint)."""
-    infer = to_dict(params.infer)
-    return {"infer": {k: infer[k] for k in PROTOCOL_KEYS}, "empty_penalty": params.evaluate.empty_penalty}
+    """What of the validation protocol defines a training run (its resume fingerprint): the ``infer`` keys that
+    validation shares with inference (InferConfig.PROTOCOL_KEYS, the params of every training stage in dvc.yaml;
+    tta, on_error, missing_modality... are inference-only) and the empty-mask penalty."""
+    return {"infer": params.infer.protocol_values(), "empty_penalty": params.evaluate.empty_penalty}
 
 
 def validation_protocol(params: Params, patch_size) -> ValidationProtocol:
