@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from agvq import config as config_pkg
+from agvq.config import attention as attention_config
 from agvq.config import sections, variants
 from agvq.config.params import Params
 from tests.import_graph import PACKAGE, ROOT, closure, package_layer_imports, suggested_deps
@@ -109,7 +110,7 @@ def _params_keys() -> set[str]:
         seen.add(cls)
         for f in fields(cls):
             keys.add(f.name)
-    for module in (sections, variants):
+    for module in (sections, variants, attention_config):
         for obj in vars(module).values():
             if is_dataclass(obj) and isinstance(obj, type) and obj not in seen:
                 seen.add(obj)
@@ -120,9 +121,10 @@ def _params_keys() -> set[str]:
 ALLOWED = {"progress", "names", "where", "partial", "prefix", "need", "map_location", "kind", "code_weights",
            "min_free_bytes", "suffix", "indent", "dtype", "extra", "metrics", "before_commit", "local_rank",
            "dry_run", "params_path", "preset_path", "argv", "extra_files", "check", "require_labels", "fill",
-           "shape", "context", "atol", "regions"}
+           "shape", "context", "atol", "regions", "bias"}
 """Keyword defaults that are not hyperparameters (or, like ``require_labels`` / ``shape``, have another meaning
-in the function that takes them than the params key of that name; ``regions`` defaults to the canonical
+in the function that takes them than the params key of that name, e.g. ``bias`` (the V-Net's conv bias in params,
+the MRI bias field in agvq/data/synthetic.py); ``regions`` defaults to the canonical
 REGIONS order of agvq.regions, a convention rather than a setting)."""
 
 

@@ -5,13 +5,15 @@ from agvq.config.schema import deep_merge, merge_into, parse, to_dict
 from agvq.config.sections import (AblateConfig, BackboneConfig, CondConfig, CondLossConfig, CondModelConfig,
                                   DataConfig, EvaluateConfig, InferConfig, MaskLossConfig, PreprocessConfig,
                                   QuantizerConfig, RuntimeConfig, SplitConfig, SynthesizeConfig, TrainConfig,
-                                  UNetConfig, VQVAEConfig, VQVAEModelConfig)
-from agvq.config.variants import VariantSpec
+                                  UNetConfig, VNetConfig, VQVAEConfig, VQVAEModelConfig)
+from agvq.config.attention import AttentionStudyConfig
+from agvq.config.variants import AttentionSpec, VariantSpec
 
 __all__ = [
-    "AblateConfig", "BackboneConfig", "CondConfig", "CondLossConfig", "CondModelConfig", "DataConfig",
+    "AblateConfig", "AttentionSpec", "AttentionStudyConfig", "BackboneConfig", "CondConfig", "CondLossConfig",
+    "CondModelConfig", "DataConfig",
     "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PreprocessConfig", "QuantizerConfig",
-    "RuntimeConfig", "SplitConfig", "SynthesizeConfig", "TrainConfig", "UNetConfig", "VQVAEConfig",
+    "RuntimeConfig", "SplitConfig", "SynthesizeConfig", "TrainConfig", "UNetConfig", "VNetConfig", "VQVAEConfig",
     "VQVAEModelConfig", "VariantSpec", "deep_merge", "load_params", "merge_into", "parse", "parse_params",
     "to_dict",
 ]

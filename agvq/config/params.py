@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from agvq.config.attention import AttentionStudyConfig
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, EvaluateConfig, InferConfig,
                                   PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
@@ -36,6 +37,7 @@ class Params:
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ablate: AblateConfig = section(AblateConfig)
+    attention_study: AttentionStudyConfig = section(AttentionStudyConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):
@@ -59,10 +61,40 @@ class Params:
         if self.variants and self.ablate.main_variant not in self.variants:
             raise ConfigError(f"ablate.main_variant {self.ablate.main_variant!r} is not among the variants "
                               f"{sorted(self.variants)}")
+        self._check_attention_study()
         for region in REGIONS:
             self.vqvae_for(region)
-            for name in self.trained_variants:
+            for name in self.trained_variants + self.attention_variants:
                 self.cond_for(name, region)
+
+    def _check_attention_study(self) -> None:
+        study, where = self.attention_study, "attention_study"
+        clash = sorted(set(study.variants) & set(self.variants))
+        if clash:
+            raise ConfigError(f"{where}.variants {clash} are also defined in params variants; use other names")
+        for name, spec in study.variants.items():
+            parse(CondConfig, spec.overrides, f"{where}.variants.{name}.overrides", partial=True)
+        for key, two_stage in (("two_stage_variants", True), ("single_stage_variants", False)):
+            for name in getattr(study, key):
+                spec = study.variants.get(name)
+                if spec is None:
+                    raise ConfigError(f"{where}.{key} lists {name!r}, which {where}.variants does not define")
+                if spec.two_stage != two_stage:
+                    raise ConfigError(f"{where}.{key} lists {name!r}, which is "
+                                      f"{'single' if two_stage else 'two'}-stage")
+        listed = set(study.two_stage_variants) | set(study.single_stage_variants)
+        unlisted = sorted(set(study.variants) - listed)
+        if unlisted:
+            raise ConfigError(f"{where}.variants {unlisted} are in neither {where}.single_stage_variants nor "
+                              f"{where}.two_stage_variants (they would never be trained)")
+        if len(listed) != len(study.two_stage_variants) + len(study.single_stage_variants):
+            raise ConfigError(f"{where}: a variant is listed twice in single_stage_variants / two_stage_variants")
+        missing = [r for r in study.regions if r not in self.regions]
+        if study.variants and missing:
+            raise ConfigError(f"{where}.regions {missing} are not in params regions {list(self.regions)} (the "
+                              f"reference variants are trained on those)")
+        for name in study.variants:
+            self.attention_reference(name)
 
     # -- resolution of the layered settings ---------------------------------------------------------------
     @property
@@ -74,10 +106,34 @@ class Params:
             raise ConfigError(f"unknown region {region!r}; regions are {list(REGIONS)}")
         return region  # type: ignore[return-value]
 
+    @property
+    def attention_variants(self) -> tuple[str, ...]:
+        """The attention study's variants (trained on ``attention_study.regions`` only)."""
+        study = self.attention_study
+        return tuple(study.two_stage_variants) + tuple(study.single_stage_variants)
+
     def variant(self, name: str) -> VariantSpec:
-        if name not in self.variants:
-            raise ConfigError(f"unknown variant {name!r}; params.yaml defines {sorted(self.variants)}")
-        return self.variants[name]
+        """A variant of params ``variants`` or of ``attention_study.variants``."""
+        if name in self.variants:
+            return self.variants[name]
+        if name in self.attention_study.variants:
+            return self.attention_study.variants[name]
+        raise ConfigError(f"unknown variant {name!r}; params.yaml defines {sorted(self.variants)} and the attention "
+                          f"study {sorted(self.attention_study.variants)}")
+
+    def attention_reference(self, name: str) -> str:
+        """The trained variant of params ``variants`` that the study variant ``name`` is compared with: the one
+        equal to it apart from ``attention`` (same model and overrides, hence the same budget)."""
+        spec = self.attention_study.variants.get(name)
+        if spec is None:
+            raise ConfigError(f"{name!r} is not a variant of attention_study.variants")
+        found = [v for v in self.trained_variants if spec.same_model_apart_from_attention(self.variants[v])]
+        if len(found) != 1:
+            what = "no trained variant" if not found else f"several trained variants {found}"
+            raise ConfigError(f"attention_study.variants.{name}: {what} of params variants (two_stage_variants, "
+                              f"single_stage_variants) equal it apart from `attention`; the study compares each "
+                              f"variant with exactly one such reference, trained at the same budget")
+        return found[0]
 
     def vqvae_for(self, region: str) -> VQVAEConfig:
         """The ``vqvae`` settings with ``vqvae.regions.<region>`` merged in."""

@@ -266,7 +266,7 @@ def _nest_comparisons(comparisons: pd.DataFrame, main: str) -> dict:
     return out
 
 
-def _load(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
+def load_evaluation(eval_dir: Path, variant: str) -> tuple[dict, pd.DataFrame]:
     json_path, csv_path = eval_dir / f"{variant}.json", eval_dir / f"{variant}_cases.csv"
     for path in (json_path, csv_path):
         if not path.is_file():
@@ -290,7 +290,7 @@ def ablation_report(eval_dir: str | os.PathLike, variants: Mapping[str, VariantS
     if main not in variants:
         raise ConfigError(f"main variant {main!r} is not among the variants {list(variants)}")
     eval_dir = Path(eval_dir)
-    loaded = {v: _load(eval_dir, v) for v in variants}
+    loaded = {v: load_evaluation(eval_dir, v) for v in variants}
     summaries, cases = {v: s for v, (s, _) in loaded.items()}, {v: c for v, (_, c) in loaded.items()}
     try:
         table = ablation_table(summaries, variants, regions)

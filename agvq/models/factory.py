@@ -7,13 +7,14 @@ from torch import nn
 
 from agvq.config import CondModelConfig, VariantSpec, to_dict
 from agvq.errors import ConfigError
-from agvq.models.baseline import UNetBaseline
+from agvq.models.baseline import UNetBaseline, VNetBaseline
 from agvq.models.conditional import AGUNet, CodePredictor
 
 KINDS: dict[str, Callable[..., nn.Module]] = {
     CodePredictor.kind: CodePredictor,
     AGUNet.kind: AGUNet,
     UNetBaseline.kind: UNetBaseline,
+    VNetBaseline.kind: VNetBaseline,
 }
 
 
@@ -24,12 +25,18 @@ def _construct(kind: str, config: Mapping[str, Any]) -> nn.Module:
         raise ConfigError(f"cannot build a {kind} model: {exc}") from None
 
 
+def attention_kwargs(spec: VariantSpec) -> dict[str, Any]:
+    """``{"attention": settings}`` for a variant that places 3D attention modules (agvq.models.attention), else {}
+    (so a model without attention is built, and recorded in its model file, exactly as before attention existed)."""
+    return {"attention": to_dict(spec.attention)} if spec.attention.active else {}
+
+
 def backbone_kwargs(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: int) -> dict[str, Any]:
-    """AttentionBackbone keywords: ``cond.model.backbone`` with the variant's switches applied (soft masking off
-    empties ``soft_mask_blocks``)."""
+    """AttentionBackbone keywords: ``cond.model.backbone`` with the variant's switches and attention modules applied
+    (soft masking off empties ``soft_mask_blocks``)."""
     kwargs = to_dict(model_cfg.backbone)
     kwargs.update(in_channels=int(in_channels), attention_scaling=spec.switch("attention_scaling"),
-                  squeeze_excitation=spec.switch("squeeze_excitation"))
+                  squeeze_excitation=spec.switch("squeeze_excitation"), **attention_kwargs(spec))
     if not spec.switch("soft_masking"):
         kwargs["soft_mask_blocks"] = []
     elif not kwargs["soft_mask_blocks"]:
@@ -40,9 +47,13 @@ def backbone_kwargs(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: 
 def build_model(spec: VariantSpec, model_cfg: CondModelConfig, in_channels: int,
                 num_embeddings: int | None = None) -> nn.Module:
     """Model of one variant: two-stage -> CodePredictor (needs the stage-1 ``num_embeddings``); single-stage
-    transformer -> AGUNet; ``arch: unet`` -> the MONAI U-Net baseline."""
+    transformer -> AGUNet; ``arch: unet`` -> the MONAI U-Net baseline (with the variant's attention modules);
+    ``arch: vnet`` -> MONAI's V-Net."""
     if spec.arch == "unet":
         return _construct(UNetBaseline.kind, {**to_dict(model_cfg.unet), "in_channels": in_channels,
+                                              "out_channels": 2, **attention_kwargs(spec)})
+    if spec.arch == "vnet":
+        return _construct(VNetBaseline.kind, {**to_dict(model_cfg.vnet), "in_channels": in_channels,
                                               "out_channels": 2})
     kwargs = backbone_kwargs(spec, model_cfg, in_channels)
     if spec.two_stage:
