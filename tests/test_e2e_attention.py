@@ -84,6 +84,6 @@ def test_exp_run_on_the_unet_attention_reruns_only_the_unet_and_its_dependents(r
 
 
 def test_exp_run_on_a_study_variant_reruns_only_that_variant(repo):
-    proc = dvc(repo, "exp", "run", "-S", "attention_study.variants.unet_cbam.attention.spatial_kernel=3")
+    proc = dvc(repo, "exp", "run", "-S", "attention_study.variants.unet_cbam.attention.decoder=se")
     ran = stages_ran(proc)
     assert ran == {"train_attention_seg@unet_cbam-WT", "evaluate_attention@unet_cbam", "attention_study"}, ran
