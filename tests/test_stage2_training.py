@@ -110,6 +110,7 @@ def _params(cond: dict, variants: dict) -> dict:
     raw = yaml.safe_load(open(ROOT_PARAMS).read())
     raw.update(cond=cond, variants=variants, two_stage_variants=list(variants), single_stage_variants=[])
     raw["ablate"]["main_variant"] = next(iter(variants))
+    raw.pop("attention_study")  # its variants are compared with the real params' variants replaced here
     return raw
 
 
