@@ -31,7 +31,18 @@ TINY = {
     "variants": {"swinunetr": {"overrides": {"train": {"patch_size": [32, 32, 32]}}}},
     "evaluate": {"workers": 1, "figure_cases": 1},
     "robustness": {"cases": 1, "perturbations": ["noise", "missing"], "bootstrap": 200},
+    "attention_study": {"bootstrap": 200},
 }
+TINY_STUDY = ["unet_cbam", "unet_gate", "agvqvae_cbam"]
+"""The attention study variants the tiny project keeps (a deep merge cannot remove keys, so they are filtered)."""
+
+
+def _keep_study(values: dict, keep) -> dict:
+    study = values["attention_study"]
+    study["variants"] = {k: v for k, v in study["variants"].items() if k in keep}
+    for key in ("single_stage_variants", "two_stage_variants", "joint_variants"):
+        study[key] = [v for v in study.get(key, []) if v in keep]
+    return values
 
 
 def env() -> dict:
@@ -69,7 +80,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
-    values = deep_merge(deep_merge(values, TINY), params or {})
+    values = deep_merge(_keep_study(deep_merge(values, TINY), TINY_STUDY), params or {})
     (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     git(dest, "init", "-q")
     git(dest, "add", "-A")

@@ -146,7 +146,7 @@ def test_factory_every_variant(name):
 @pytest.mark.parametrize("variant,num_embeddings,match", [
     ({"two_stage": True, "arch": "transformer"}, None, "num_embeddings"),
     ({"two_stage": True, "arch": "unet"}, 8, "single-stage"),
-    ({"two_stage": False, "arch": "unet", "attention_scaling": True}, None, "no attention"),
+    ({"two_stage": False, "arch": "unet", "attention_scaling": True}, None, "no attention blocks"),
     ({"two_stage": False, "arch": "vit"}, None, "arch"),
     ({"two_stage": False, "attention_scalling": True}, None, "unknown key attention_scalling"),
 ])

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from agvq import config as config_pkg
+from agvq.config import attention as attention_config
 from agvq.config import postprocess, sections, variants
 from agvq.config.params import Params
 from tests.import_graph import PACKAGE, ROOT, closure, package_layer_imports, suggested_deps
@@ -109,7 +110,7 @@ def _params_keys() -> set[str]:
         seen.add(cls)
         for f in fields(cls):
             keys.add(f.name)
-    for module in (sections, variants, postprocess):
+    for module in (sections, variants, postprocess, attention_config):
         for obj in vars(module).values():
             if is_dataclass(obj) and isinstance(obj, type) and obj not in seen:
                 seen.add(obj)
@@ -124,7 +125,7 @@ ALLOWED = {"progress", "names", "where", "partial", "prefix", "need", "map_locat
 """Keyword defaults that are not hyperparameters (or, like ``require_labels`` / ``shape``, have another meaning
 in the function that takes them than the params key of that name; ``regions`` defaults to the canonical
 REGIONS order of agvq.regions, a convention rather than a setting; ``noise`` / ``bias`` of agvq.data.synthetic are the
-phantom generator's own ranges, not the robustness.levels of those names)."""
+phantom generator's own ranges, not the robustness.levels of those names, nor the V-Net's conv ``bias``)."""
 
 
 def test_no_params_key_gets_a_default_outside_the_config_package():

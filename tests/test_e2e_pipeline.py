@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.dvc_project import dvc, git, make_project, stages_ran
+from tests.dvc_project import TINY_STUDY, dvc, git, make_project, stages_ran
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +164,41 @@ def test_validation_protocol_params_invalidate_the_trained_models(repo):
     assert {f"train_vqvae@{r}" for r in ("WT", "TC", "ET")} <= set(status)
     assert {"train_cond@agvqvae-WT-0", "train_joint@unet-0", "evaluate@unet", "evaluate_vqvae@WT"} <= set(status)
     assert not {"synthesize", "preprocess"} & set(status)
+
+
+def test_attention_study_runs_in_the_default_repro(reproduced):
+    repo, proc = reproduced
+    ran = stages_ran(proc)
+    assert {"train_attention_joint@unet_cbam", "train_attention_joint@unet_gate",
+            "train_attention_cond@agvqvae_cbam-WT", "attention_study"} <= ran
+    assert {f"evaluate_attention@{v}" for v in TINY_STUDY} <= ran
+    summary = json.loads((repo / "metrics/attention.json").read_text())
+    assert set(summary["comparisons"]) == set(TINY_STUDY) and summary["regions"] == ["WT"]
+    assert summary["variants"]["agvqvae_cbam"]["reference"] == "agvqvae"
+    assert summary["variants"]["unet_gate"]["reference"] == "unet"
+    assert summary["variants"]["unet_cbam"]["parameters"] > summary["variants"]["unet"]["parameters"]
+    for variant in TINY_STUDY:
+        evaluation = json.loads((repo / f"metrics/attention/{variant}.json").read_text())
+        assert set(evaluation["regions"]) == {"WT"}
+        model = "WT" if variant == "agvqvae_cbam" else "joint"
+        contract = json.loads((repo / f"models/{variant}/seed0/{model}.json").read_text())
+        assert contract["attention"] != "none" and contract["parameters"] > 0
+    assert "| Model | Attention | Parameters |" in (repo / "metrics/attention.md").read_text()
+    assert (repo / "plots/attention.png").read_bytes()[:4] == b"\x89PNG"
+    # the paper's tables show only the paper's variants
+    tables = json.loads((repo / "metrics/ablation.json").read_text())["variants"]
+    assert not set(tables) & set(TINY_STUDY) and not (repo / "metrics/eval/unet_cbam.json").exists()
+
+
+def test_exp_run_on_a_study_variant_reruns_only_that_variant(repo):
+    proc = dvc(repo, "exp", "run", "-S", "attention_study.variants.unet_cbam.attention.decoder=se")
+    ran = stages_ran(proc)
+    assert ran == {"train_attention_joint@unet_cbam", "evaluate_attention@unet_cbam", "attention_study"}, ran
+
+
+def test_exp_run_on_the_unet_attention_reruns_the_unet_but_no_other_model(repo):
+    proc = dvc(repo, "exp", "run", "-S", "variants.unet.attention.encoder=cbam")
+    ran = stages_ran(proc)
+    assert {"train_joint@unet-0", "infer@unet", "evaluate@unet", "ablate", "attention_study"} <= ran
+    assert not {s for s in ran if s.startswith("train") and s.split("@")[1].split("-")[0] != "unet"}, ran
+    assert not {s for s in ran if s.startswith(("train_attention", "evaluate_attention"))}, ran

@@ -113,6 +113,9 @@ def _params(cond: dict, variants: dict) -> dict:
     raw.update(cond=cond, variants=variants, two_stage_variants=list(variants), single_stage_variants=[],
                joint_variants=[])
     raw["ablate"].update(main_variant=next(iter(variants)), comparison=[], ablation=[])
+    raw.pop("attention_study")  # its variants are compared with the real params' variants replaced here
+    raw.pop("robustness")  # as for the attention study: it names the real params' variants
+    raw.pop("diagnose")
     return raw
 
 

@@ -7,14 +7,16 @@ from agvq.config.sections import (AblateConfig, BackboneConfig, CondConfig, Cond
                                   DataConfig, DiagnoseConfig, EvaluateConfig, InferConfig, MaskLossConfig,
                                   PreprocessConfig, QuantizerConfig, RobustnessConfig, RuntimeConfig, SegResNetConfig,
                                   SeverityLevels, SplitConfig, SwinUNETRConfig, SynthesizeConfig, TrainConfig,
-                                  UNETRConfig, UNetConfig, VQVAEConfig, VQVAEModelConfig)
-from agvq.config.variants import VariantSpec
+                                  UNETRConfig, UNetConfig, VNetConfig, VQVAEConfig, VQVAEModelConfig)
+from agvq.config.attention import AttentionStudyConfig
+from agvq.config.variants import AttentionSpec, VariantSpec
 
 __all__ = [
-    "AblateConfig", "BackboneConfig", "CondConfig", "CondLossConfig", "CondModelConfig", "DataConfig", "DiagnoseConfig",
+    "AblateConfig", "AttentionSpec", "AttentionStudyConfig", "BackboneConfig", "CondConfig", "CondLossConfig",
+    "CondModelConfig", "DataConfig", "DiagnoseConfig",
     "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PostprocessConfig", "PreprocessConfig",
     "QuantizerConfig", "RobustnessConfig", "RuntimeConfig", "SegResNetConfig", "SeverityLevels", "SplitConfig",
-    "SwinUNETRConfig", "SynthesizeConfig", "TrainConfig", "UNETRConfig", "UNetConfig", "VQVAEConfig",
+    "SwinUNETRConfig", "SynthesizeConfig", "TrainConfig", "UNETRConfig", "UNetConfig", "VNetConfig", "VQVAEConfig",
     "VQVAEModelConfig", "VariantSpec", "deep_merge", "load_params", "merge_into", "parse", "parse_params",
     "to_dict",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from agvq.config.postprocess import PostprocessConfig
+from agvq.config.attention import AttentionStudyConfig
 from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, value
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, DiagnoseConfig, EvaluateConfig,
                                   InferConfig, PreprocessConfig, Region, RobustnessConfig, RuntimeConfig,
@@ -46,6 +47,7 @@ class Params:
     ablate: AblateConfig = section(AblateConfig)
     diagnose: DiagnoseConfig = section(DiagnoseConfig)
     robustness: RobustnessConfig = section(RobustnessConfig)
+    attention_study: AttentionStudyConfig = section(AttentionStudyConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):
@@ -93,9 +95,10 @@ class Params:
                 raise ConfigError(f"ablate.{key} must include the main variant {self.ablate.main_variant!r}")
         if self.variants:
             self._check_robustness()
+        self._check_attention_study()
         for region in REGIONS:
             self.vqvae_for(region)
-            for name in self.trained_variants:
+            for name in self.trained_variants + self.attention_variants:
                 self.cond_for(name, region)
 
     def _check_robustness(self) -> None:
@@ -112,6 +115,40 @@ class Params:
             raise ConfigError(f"robustness.main_variant {study.main_variant!r} must be a two-stage variant (the "
                               "study compares the shape-codebook model with the single-stage ones)")
 
+    def _check_attention_study(self) -> None:
+        study, where = self.attention_study, "attention_study"
+        clash = sorted(set(study.variants) & set(self.variants))
+        if clash:
+            raise ConfigError(f"{where}.variants {clash} are also defined in params variants; use other names")
+        for name, spec in study.variants.items():
+            parse(CondConfig, spec.overrides, f"{where}.variants.{name}.overrides", partial=True)
+        kinds = {"two_stage_variants": "two_stage", "single_stage_variants": "per_region", "joint_variants": "joint"}
+        for key, kind in kinds.items():
+            for name in getattr(study, key):
+                spec = study.variants.get(name)
+                if spec is None:
+                    raise ConfigError(f"{where}.{key} lists {name!r}, which {where}.variants does not define")
+                if spec.kind != kind:
+                    raise ConfigError(f"{where}.{key} lists {name!r}, which is a {spec.kind.replace('_', '-')} "
+                                      f"variant (two_stage_variants: two-stage; single_stage_variants: single-stage "
+                                      f"per region; joint_variants: single-stage with joint: true)")
+        if study.variants and study.model_seed not in self.seeds:
+            raise ConfigError(f"{where}.model_seed {study.model_seed} is not one of seeds {list(self.seeds)}")
+        listed = set(self.attention_variants)
+        unlisted = sorted(set(study.variants) - listed)
+        if unlisted:
+            raise ConfigError(f"{where}.variants {unlisted} are in none of {where}.single_stage_variants, "
+                              f"two_stage_variants, joint_variants (they would never be trained)")
+        if len(listed) != len(self.attention_variants):
+            raise ConfigError(f"{where}: a variant is listed twice in single_stage_variants / two_stage_variants / "
+                              "joint_variants")
+        missing = [r for r in study.regions if r not in self.regions]
+        if study.variants and missing:
+            raise ConfigError(f"{where}.regions {missing} are not in params regions {list(self.regions)} (the "
+                              f"reference variants are trained on those)")
+        for name in study.variants:
+            self.attention_reference(name)
+
     # -- resolution of the layered settings ---------------------------------------------------------------
     @property
     def trained_variants(self) -> tuple[str, ...]:
@@ -122,10 +159,34 @@ class Params:
             raise ConfigError(f"unknown region {region!r}; regions are {list(REGIONS)}")
         return region  # type: ignore[return-value]
 
+    @property
+    def attention_variants(self) -> tuple[str, ...]:
+        """The attention study's variants (trained on ``attention_study.regions`` only)."""
+        study = self.attention_study
+        return tuple(study.two_stage_variants) + tuple(study.single_stage_variants) + tuple(study.joint_variants)
+
     def variant(self, name: str) -> VariantSpec:
-        if name not in self.variants:
-            raise ConfigError(f"unknown variant {name!r}; params.yaml defines {sorted(self.variants)}")
-        return self.variants[name]
+        """A variant of params ``variants`` or of ``attention_study.variants``."""
+        if name in self.variants:
+            return self.variants[name]
+        if name in self.attention_study.variants:
+            return self.attention_study.variants[name]
+        raise ConfigError(f"unknown variant {name!r}; params.yaml defines {sorted(self.variants)} and the attention "
+                          f"study {sorted(self.attention_study.variants)}")
+
+    def attention_reference(self, name: str) -> str:
+        """The trained variant of params ``variants`` that the study variant ``name`` is compared with: the one
+        equal to it apart from ``attention`` (same model and overrides, hence the same budget)."""
+        spec = self.attention_study.variants.get(name)
+        if spec is None:
+            raise ConfigError(f"{name!r} is not a variant of attention_study.variants")
+        found = [v for v in self.trained_variants if spec.same_model_apart_from_attention(self.variants[v])]
+        if len(found) != 1:
+            what = "no trained variant" if not found else f"several trained variants {found}"
+            raise ConfigError(f"attention_study.variants.{name}: {what} of params variants (two_stage_variants, "
+                              f"single_stage_variants) equal it apart from `attention`; the study compares each "
+                              f"variant with exactly one such reference, trained at the same budget")
+        return found[0]
 
     def vqvae_for(self, region: str) -> VQVAEConfig:
         """The ``vqvae`` settings with ``vqvae.regions.<region>`` merged in."""

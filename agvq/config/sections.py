@@ -240,12 +240,22 @@ class SegResNetConfig:
 
 
 @dataclass(frozen=True)
+class VNetConfig:
+    """MONAI VNet baseline (fixed widths 16-256, total stride 16); MONAI's defaults."""
+
+    dropout_prob_down: float = value(0.5, ge=0.0, lt=1.0, doc="dropout of the two deepest down transitions")
+    dropout_prob_up: tuple[float, float] = value((0.5, 0.5), ge=0.0, lt=1.0, doc="dropout of the up transitions")
+    bias: bool = False
+
+
+@dataclass(frozen=True)
 class CondModelConfig:
     backbone: BackboneConfig = section(BackboneConfig)
     unet: UNetConfig = section(UNetConfig)
     unetr: UNETRConfig = section(UNETRConfig)
     swinunetr: SwinUNETRConfig = section(SwinUNETRConfig)
     segresnet: SegResNetConfig = section(SegResNetConfig)
+    vnet: VNetConfig = section(VNetConfig)
 
 
 @dataclass(frozen=True)

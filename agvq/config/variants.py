@@ -2,23 +2,66 @@
 
 A variant is a small mapping in ``params.variants``: ``two_stage`` (code predictor through the frozen stage-1
 VQ-VAE, or a mask net), ``arch`` (``transformer``: the attention backbone of AG-VQ-VAE / AG-UNet; ``unet``,
-``unetr``, ``swinunetr``, ``segresnet``: MONAI baselines), ``joint`` (single-stage only: one model with one output
-per region instead of one model per region), the transformer switches ``attention_scaling`` / ``soft_masking`` /
-``squeeze_excitation`` (missing = on), ``published`` (the method whose published BraTS 2021 numbers are shown
-beside this variant) and optional ``overrides`` deep-merged into the ``cond`` settings of that variant.
+``unetr``, ``swinunetr``, ``segresnet``, ``vnet``: MONAI baselines), ``joint`` (single-stage only: one model with one
+output per region instead of one model per region), the transformer switches ``attention_scaling`` /
+``soft_masking`` / ``squeeze_excitation`` (missing = on), ``attention`` (3D attention modules in the CNN
+encoder/decoder/skips, see :class:`AttentionSpec`; missing = none), ``published`` (the method whose published BraTS
+2021 numbers are shown beside this variant) and optional ``overrides`` deep-merged into the ``cond`` settings of
+that variant.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agvq.config.schema import mapping
+from agvq.config.schema import mapping, section, value
 from agvq.errors import ConfigError
 
 SWITCHES: dict[str, str] = {"attention_scaling": "AS", "soft_masking": "SM", "squeeze_excitation": "SE"}
-BASELINES: dict[str, str] = {"unet": "3D U-Net", "unetr": "UNETR", "swinunetr": "SwinUNETR", "segresnet": "SegResNet"}
+BASELINES: dict[str, str] = {"unet": "3D U-Net", "unetr": "UNETR", "swinunetr": "SwinUNETR", "segresnet": "SegResNet",
+                             "vnet": "V-Net"}
 FAMILIES: tuple[str, ...] = tuple(BASELINES.values()) + ("AG-UNet", "AG-VQ-VAE")
-Arch = Literal["transformer", "unet", "unetr", "swinunetr", "segresnet"]
+Arch = Literal["transformer", "unet", "unetr", "swinunetr", "segresnet", "vnet"]
+AttentionName = Literal["none", "se", "cbam", "scse", "pe", "gate", "slice", "pam"]
+ATTENTION_POSITIONS: tuple[str, ...] = ("encoder", "decoder", "skips")
+ATTENTION_LABELS: dict[str, str] = {"se": "SE", "cbam": "CBAM", "scse": "scSE", "pe": "PE", "gate": "AG",
+                                    "slice": "SA", "pam": "PAM"}
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """``variants.<name>.attention``: a module per position of the variant's CNN, and the modules' settings.
+
+    encoder: after every encoder block (U-Net: each down layer and the bottom; conditional net: its 1/2, 1/4, 1/8
+    blocks). decoder: after every decoder block but the output layer. skips: on every skip connection, as
+    ``gate(skip, decoder features)`` (only ``gate`` reads the decoder signal; other modules act on the skip alone).
+    """
+
+    encoder: AttentionName = "none"
+    decoder: AttentionName = "none"
+    skips: AttentionName = "none"
+    reduction: int = value(4, ge=1, doc="channel bottleneck C // reduction of se, cbam, scse, pe and pam/slice")
+    spatial_kernel: int = value(7, ge=1, doc="cbam: size of the spatial attention convolution (odd)")
+    slice_axis: int = value(2, ge=0, le=2, doc="slice, pam: the spatial axis (0, 1, 2 = X, Y, Z) whose slices are "
+                                                 "weighed")
+
+    def check(self, where: str) -> None:
+        if self.spatial_kernel % 2 == 0:
+            raise ConfigError(f"{where}.spatial_kernel must be odd (the map keeps its size), got {self.spatial_kernel}")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, p) != "none" for p in ATTENTION_POSITIONS)
+
+    def describe(self) -> str:
+        """E.g. "encoder cbam, skips gate"; "none" when no module is placed."""
+        placed = [f"{p} {getattr(self, p)}" for p in ATTENTION_POSITIONS if getattr(self, p) != "none"]
+        return ", ".join(placed) if placed else "none"
+
+    def label(self) -> str:
+        """Suffix for tables, e.g. " +CBAM (encoder)" or " +CBAM (encoder), AG (skips)"; "" when none is placed."""
+        placed = [f"{ATTENTION_LABELS[m]} ({p})" for p in ATTENTION_POSITIONS if (m := getattr(self, p)) != "none"]
+        return " +" + ", ".join(placed) if placed else ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +72,7 @@ class VariantSpec:
     attention_scaling: bool | None = None
     soft_masking: bool | None = None
     squeeze_excitation: bool | None = None
+    attention: AttentionSpec = section(AttentionSpec, "3D attention modules in the CNN (none by default)")
     published: str | None = None
     overrides: dict[str, Any] = mapping("deep-merged into cond for this variant (every region)")
 
@@ -42,6 +86,9 @@ class VariantSpec:
         if self.joint and self.two_stage:
             raise ConfigError(f"{where}: joint (one model for all regions) is for single-stage variants; the "
                               "two-stage method trains one VQ-VAE and one code predictor per region")
+        if self.arch in ("unetr", "swinunetr", "segresnet", "vnet") and self.attention.active:
+            raise ConfigError(f"{where}.attention: arch {self.arch!r} (a MONAI network) takes no attention modules; "
+                              f"got {self.attention.describe()}")
 
     @property
     def has_attention_blocks(self) -> bool:
@@ -74,9 +121,15 @@ class VariantSpec:
 
     @property
     def display_name(self) -> str:
-        """Family plus the switched-off blocks, e.g. "AG-VQ-VAE w/o AS"."""
+        """Family plus the switched-off blocks and any attention modules, e.g. "AG-VQ-VAE w/o AS", "U-Net +CBAM"."""
         off = [abbrev for key, abbrev in SWITCHES.items() if self.switch(key) is False]
-        return self.family + (" w/o " + ", ".join(off) if off else "")
+        return self.family + (" w/o " + ", ".join(off) if off else "") + self.attention.label()
+
+    def same_model_apart_from_attention(self, other: "VariantSpec") -> bool:
+        """True when ``other`` is this variant with (possibly) other attention modules: same stages, arch, joint,
+        transformer switches and overrides (so the same training budget)."""
+        return (self.two_stage == other.two_stage and self.arch == other.arch and self.joint == other.joint
+                and self.switch_values() == other.switch_values() and self.overrides == other.overrides)
 
     @property
     def switches_on(self) -> int:

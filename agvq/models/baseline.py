@@ -1,15 +1,18 @@
-"""Baselines for the comparison table: MONAI's 3D U-Net, UNETR, SwinUNETR and SegResNet, trained by the same loop
-as the other models. Each wrapper exposes ``kind``, ``stride`` (what input sizes must be multiples of) and
-``config()`` (constructor keywords, stored in the model file so the network can be rebuilt)."""
+"""Baselines for the comparison table: MONAI's 3D U-Net (with optional attention modules,
+agvq.models.attention_unet), UNETR, SwinUNETR, SegResNet and V-Net, trained by the same loop as the other models.
+Each wrapper exposes ``kind``, ``stride`` (what input sizes must be multiples of) and ``config()`` (constructor
+keywords, stored in the model file so the network can be rebuilt)."""
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
 import torch
-from monai.networks.nets import UNETR, SegResNet, SwinUNETR, UNet
+from monai.networks.nets import UNETR, SegResNet, SwinUNETR, UNet, VNet
 from torch import nn
 
+from agvq.models.attention.registry import check_settings, uses_attention
+from agvq.models.attention_unet import AttentionUNet
 from agvq.models.conditional import check_spatial
 
 
@@ -31,20 +34,30 @@ class _Baseline(nn.Module):
 
 
 class UNetBaseline(_Baseline):
-    """``monai.networks.nets.UNet`` (residual units; total stride = product of ``strides``)."""
+    """``monai.networks.nets.UNet`` (residual units; total stride = product of ``strides``). With ``attention``
+    settings that place a module anywhere, the network is :class:`AttentionUNet` (MONAI's UNet with the modules
+    inserted); without (None, or every position ``none``) it is MONAI's UNet itself."""
 
     kind = "unet"
 
     def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 num_res_units: int):
+                 num_res_units: int, attention: dict[str, Any] | None = None):
         if len(channels) != len(strides) + 1:
             raise ValueError(f"unet needs one more channel width than strides, got channels {list(channels)} "
                              f"and strides {list(strides)}")
-        super().__init__(dict(in_channels=int(in_channels), out_channels=int(out_channels),
-                              channels=[int(c) for c in channels], strides=[int(s) for s in strides],
-                              num_res_units=int(num_res_units)))
-        self.net = UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=channels,
-                        strides=strides, num_res_units=num_res_units)
+        attention = check_settings(attention)
+        config = dict(in_channels=int(in_channels), out_channels=int(out_channels),
+                      channels=[int(c) for c in channels], strides=[int(s) for s in strides],
+                      num_res_units=int(num_res_units))
+        if attention is not None:
+            config["attention"] = attention
+        super().__init__(config)
+        kwargs = dict(in_channels=in_channels, out_channels=out_channels, channels=channels, strides=strides,
+                      num_res_units=num_res_units)
+        if uses_attention(attention):
+            self.net: nn.Module = AttentionUNet(**kwargs, attention=attention)
+        else:
+            self.net = UNet(spatial_dims=3, **kwargs)
         self.stride = int(math.prod(int(s) for s in strides))
 
 
@@ -110,5 +123,26 @@ class SegResNetBaseline(_Baseline):
         self.stride = 2 ** (len(blocks_down) - 1)
 
 
-BASELINE_KINDS: dict[str, type[_Baseline]] = {cls.kind: cls for cls in
-                                              (UNetBaseline, UNETRBaseline, SwinUNETRBaseline, SegResNetBaseline)}
+class VNetBaseline(_Baseline):
+    """``monai.networks.nets.VNet`` (widths 16 to 256, four stride-2 down transitions: total stride 16)."""
+
+    kind = "vnet"
+    stride = 16
+
+    def __init__(self, in_channels: int, out_channels: int, dropout_prob_down: float,
+                 dropout_prob_up: Sequence[float], bias: bool):
+        if in_channels < 1 or 16 % in_channels:
+            raise ValueError(f"V-Net repeats its input to 16 channels, so in_channels must divide 16 (1, 2, 4, 8 or "
+                             f"16 modalities), got {in_channels}")
+        if len(dropout_prob_up) != 2:
+            raise ValueError(f"dropout_prob_up must be two probabilities, got {list(dropout_prob_up)}")
+        super().__init__(dict(in_channels=int(in_channels), out_channels=int(out_channels),
+                              dropout_prob_down=float(dropout_prob_down),
+                              dropout_prob_up=[float(p) for p in dropout_prob_up], bias=bool(bias)))
+        self.net = VNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                        dropout_prob_down=float(dropout_prob_down),
+                        dropout_prob_up=tuple(float(p) for p in dropout_prob_up), bias=bool(bias))
+
+
+BASELINE_KINDS: dict[str, type[_Baseline]] = {cls.kind: cls for cls in (UNetBaseline, UNETRBaseline, SwinUNETRBaseline,
+                                                                  SegResNetBaseline, VNetBaseline)}

@@ -4,17 +4,23 @@ Backbone: conv encoder (1/2, 1/4 skip, 1/8 skip) -> tokens at 1/16 with a learne
 post-norm transformer blocks with AS/SE/SM -> decoder (up + 1/8 skip, up + 1/4 skip) -> features at 1/4.
 Any input whose spatial sizes are multiples of 16 works; the position embedding is stored on a reference token grid
 and trilinearly resampled to the grid of the current patch.
+
+The CNN encoder/decoder take optional 3D attention modules (the variant's ``attention`` params, see
+agvq.models.attention): after each encoder block (1/2, 1/4, 1/8), after each decoder block, and on each skip
+(``gate(skip, upsampled decoder features)``). Positions set to ``none`` own no parameters, so a network without
+attention has the same state-dict keys as before attention existed.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock
 from torch import nn
 
-from agvq.models.attention import TransformerBlock
+from agvq.models.attention import FeatureAttention, attention_at, check_settings
+from agvq.models.attention.tokens import TransformerBlock
 
 NORM = ("instance", {"affine": True})
 
@@ -45,6 +51,27 @@ class PositionEmbedding3D(nn.Module):
         return F.interpolate(self.weight, size=tuple(grid), mode="trilinear", align_corners=False)
 
 
+class GatedUpBlock(UnetUpBlock):
+    """MONAI's ``UnetUpBlock`` (transposed conv, concatenate the skip, conv block) with an attention module applied
+    to the skip, gated by the upsampled features: ``cat(up, attention.gate(skip, up))``."""
+
+    def __init__(self, *args: Any, skip_attention: FeatureAttention, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.skip_attention = skip_attention
+
+    def forward(self, inp: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        out = self.transp_conv(inp)
+        out = torch.cat((out, self.skip_attention.gate(skip, out)), dim=1)
+        return self.conv_block(out)
+
+
+def gated_up(attention: Mapping[str, Any] | None, in_channels: int, out_channels: int) -> GatedUpBlock:
+    """The decoder's up block from ``in_channels`` to ``out_channels`` (= the skip's channels)."""
+    gate = attention_at(attention, "skips", out_channels, gate_channels=out_channels)
+    return GatedUpBlock(3, in_channels, out_channels, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM,
+                        skip_attention=gate)
+
+
 class AttentionBackbone(nn.Module):
     """Shared encoder-transformer-decoder; ``forward`` returns (features at 1/4, encoder skips by stride)."""
 
@@ -52,7 +79,8 @@ class AttentionBackbone(nn.Module):
 
     def __init__(self, *, in_channels: int, channels: Sequence[int], dim: int, depth: int, heads: int,
                  mlp_ratio: float, dropout: float, attention_scaling: bool, squeeze_excitation: bool,
-                 soft_mask_blocks: Sequence[int], se_reduction: int, pos_grid: Sequence[int]):
+                 soft_mask_blocks: Sequence[int], se_reduction: int, pos_grid: Sequence[int],
+                 attention: Mapping[str, Any] | None = None):
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be positive, got {in_channels}")
@@ -64,9 +92,13 @@ class AttentionBackbone(nn.Module):
         if bad:
             raise ValueError(f"soft_mask_blocks {list(soft_mask_blocks)} must be block indices in 0..{depth - 1}")
         c2, c4, c8 = (int(c) for c in channels)
+        self.attention = check_settings(attention)
         self.enc2 = UnetResBlock(3, in_channels, c2, kernel_size=3, stride=2, norm_name=NORM)
         self.enc4 = UnetResBlock(3, c2, c4, kernel_size=3, stride=2, norm_name=NORM)
         self.enc8 = UnetResBlock(3, c4, c8, kernel_size=3, stride=2, norm_name=NORM)
+        self.att_enc2 = attention_at(self.attention, "encoder", c2)
+        self.att_enc4 = attention_at(self.attention, "encoder", c4)
+        self.att_enc8 = attention_at(self.attention, "encoder", c8)
         self.to_tokens = nn.Conv3d(c8, dim, kernel_size=2, stride=2)
         self.pos = PositionEmbedding3D(dim, pos_grid)
         sm = {int(i) for i in soft_mask_blocks}
@@ -74,14 +106,18 @@ class AttentionBackbone(nn.Module):
             TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, attention_scaling=attention_scaling,
                              squeeze_excitation=squeeze_excitation, soft_masking=i in sm, se_reduction=se_reduction)
             for i in range(depth))
-        self.up8 = UnetUpBlock(3, dim, c8, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
-        self.up4 = UnetUpBlock(3, c8, c4, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
+        self.up8 = gated_up(self.attention, dim, c8)
+        self.up4 = gated_up(self.attention, c8, c4)
+        self.att_dec8 = attention_at(self.attention, "decoder", c8)
+        self.att_dec4 = attention_at(self.attention, "decoder", c4)
         self.out_channels = c4
         self._config = dict(in_channels=int(in_channels), channels=[c2, c4, c8], dim=int(dim), depth=int(depth),
                             heads=int(heads), mlp_ratio=float(mlp_ratio), dropout=float(dropout),
                             attention_scaling=bool(attention_scaling), squeeze_excitation=bool(squeeze_excitation),
                             soft_mask_blocks=sorted(sm), se_reduction=int(se_reduction),
                             pos_grid=[int(g) for g in pos_grid])
+        if self.attention is not None:
+            self._config["attention"] = dict(self.attention)
 
     def config(self) -> dict[str, Any]:
         """Constructor kwargs (JSON-friendly)."""
@@ -89,16 +125,16 @@ class AttentionBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         check_spatial(x, self.stride)
-        s2 = self.enc2(x)
-        s4 = self.enc4(s2)
-        s8 = self.enc8(s4)
+        s2 = self.att_enc2(self.enc2(x))
+        s4 = self.att_enc4(self.enc4(s2))
+        s8 = self.att_enc8(self.enc8(s4))
         t = self.to_tokens(s8)
         grid = t.shape[2:]
         t = (t + self.pos(grid)).flatten(2).transpose(1, 2)
         for block in self.blocks:
             t = block(t)
         t = t.transpose(1, 2).reshape(t.shape[0], -1, *grid)
-        f4 = self.up4(self.up8(t, s8), s4)
+        f4 = self.att_dec4(self.up4(self.att_dec8(self.up8(t, s8)), s4))
         return f4, {1: x, 2: s2, 4: s4, 8: s8}
 
 
@@ -142,7 +178,8 @@ class AGUNet(nn.Module):
         self.backbone = AttentionBackbone(**backbone)
         c2, c4 = self.backbone.config()["channels"][:2]
         cin = self.backbone.config()["in_channels"]
-        self.up2 = UnetUpBlock(3, c4, c2, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
+        self.up2 = gated_up(self.backbone.attention, c4, c2)
+        self.att_dec2 = attention_at(self.backbone.attention, "decoder", c2)
         self.up1_trans = nn.ConvTranspose3d(c2, self.out_channels, kernel_size=2, stride=2)
         self.image_skip = nn.Conv3d(cin, self.out_channels, kernel_size=3, padding=1)
 
@@ -151,5 +188,5 @@ class AGUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f4, skips = self.backbone(x)
-        f2 = self.up2(f4, skips[2])
+        f2 = self.att_dec2(self.up2(f4, skips[2]))
         return self.up1_trans(f2) + self.image_skip(x)
