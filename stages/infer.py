@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder to write predictions to")
     parser.add_argument("--splits", help="splits JSON; predict its --split cases (default: every case in --raw)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--tokenizer", help="MRI tokenizer model file; infer.missing_modality: synthesize fills a "
+                                            "missing modality with its synthesis")
     args = parser.parse_args()
     params = load_params(args.params)
     case_ids = split_ids(args.splits, args.split) if args.splits else None
@@ -28,7 +30,7 @@ def main() -> None:
     precision = check_precision(params.runtime.precision, device)
     crop = CropSettings(params.preprocess.margin, params.preprocess.stride)
     written = run_inference(args.models, args.raw, args.out, case_ids, params.regions, params.infer, crop, device,
-                            precision)
+                            precision, args.tokenizer)
     print(f"wrote {len(written)} predictions to {args.out}")
 
 

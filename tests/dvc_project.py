@@ -24,6 +24,11 @@ TINY = {
                        "unet": {"channels": [8, 16, 32], "strides": [2, 2]}},
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
     "evaluate": {"workers": 1, "figure_cases": 1},
+    "tokenizer": {"model": {"channels": [4, 8], "latent_dim": 4, "num_embeddings": 16, "sequence_embedding": 4,
+                            "groups": 2},
+                  "train": {"epochs": 2, "batch_size": 4, "samples_per_epoch": 8, "patch_size": [32, 32],
+                            "val_every": 1, "val_slices": 2, "figure_epochs": [1, 2]},
+                  "evaluate": {"bootstrap": 50, "figure_slices": 1}},
 }
 
 

@@ -6,12 +6,15 @@ from agvq.config.sections import (AblateConfig, BackboneConfig, CondConfig, Cond
                                   DataConfig, EvaluateConfig, InferConfig, MaskLossConfig, PreprocessConfig,
                                   QuantizerConfig, RuntimeConfig, SplitConfig, SynthesizeConfig, TrainConfig,
                                   UNetConfig, VQVAEConfig, VQVAEModelConfig)
+from agvq.config.tokenizer import (IntensityConfig, TokenizerConfig, TokenizerEvalConfig, TokenizerLossConfig,
+                                   TokenizerModelConfig, TokenizerTrainConfig)
 from agvq.config.variants import VariantSpec
 
 __all__ = [
     "AblateConfig", "BackboneConfig", "CondConfig", "CondLossConfig", "CondModelConfig", "DataConfig",
-    "EvaluateConfig", "InferConfig", "MaskLossConfig", "Params", "PreprocessConfig", "QuantizerConfig",
-    "RuntimeConfig", "SplitConfig", "SynthesizeConfig", "TrainConfig", "UNetConfig", "VQVAEConfig",
+    "EvaluateConfig", "InferConfig", "IntensityConfig", "MaskLossConfig", "Params", "PreprocessConfig", "QuantizerConfig",
+    "RuntimeConfig", "SplitConfig", "SynthesizeConfig", "TokenizerConfig", "TokenizerEvalConfig",
+    "TokenizerLossConfig", "TokenizerModelConfig", "TokenizerTrainConfig", "TrainConfig", "UNetConfig", "VQVAEConfig",
     "VQVAEModelConfig", "VariantSpec", "deep_merge", "load_params", "merge_into", "parse", "parse_params",
     "to_dict",
 ]

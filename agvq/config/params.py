@@ -16,6 +16,7 @@ from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, val
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, EvaluateConfig, InferConfig,
                                   PreprocessConfig, Region, RuntimeConfig, SynthesizeConfig, VQVAEConfig,
                                   VQVAESection)
+from agvq.config.tokenizer import TokenizerConfig
 from agvq.config.variants import VariantSpec, paper_order
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS
@@ -36,6 +37,7 @@ class Params:
     infer: InferConfig = section(InferConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ablate: AblateConfig = section(AblateConfig)
+    tokenizer: TokenizerConfig = section(TokenizerConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):

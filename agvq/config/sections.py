@@ -231,6 +231,8 @@ class InferConfig:
     blend: Literal["gaussian", "constant"] = "gaussian"
     sw_batch_size: int = value(2, ge=1)
     threshold: float = value(0.5, ge=0.0, lt=1.0)
+    missing_modality: Literal["error", "synthesize"] = value(
+        "error", doc="a case lacking a modality file: error, or synthesize it with the MRI tokenizer (--tokenizer)")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from agvq.io.naming import check_modalities
 from agvq.io.nifti import write_volume
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
+from agvq.tokenizer.model import load_tokenizer
+from agvq.tokenizer.synthesis import prepare_with_synthesis
 
 @dataclass
 class RegionModel:
@@ -104,10 +106,20 @@ def predict_masks(image: np.ndarray, brain: np.ndarray, models: dict[str, Region
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                 crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
-    """Label map on the original grid of one raw case (labels are never read) and the case properties."""
+                 crop: CropSettings, device: torch.device, precision: str,
+                 tokenizer: nn.Module | None = None) -> tuple[np.ndarray, dict]:
+    """Label map on the original grid of one raw case (labels are never read) and the case properties.
+
+    With ``cfg.missing_modality == "synthesize"`` a modality whose file is absent is synthesized from the others
+    by ``tokenizer`` (agvq.tokenizer) before segmenting; with "error" it is a CaseError naming the file.
+    """
     unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
-    arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
+    if cfg.missing_modality == "synthesize" and any(m not in case_files.images for m in modalities):
+        if tokenizer is None:
+            raise ConfigError("infer.missing_modality is synthesize but no tokenizer model was given")
+        arrays, props = prepare_with_synthesis(unlabelled, modalities, crop.margin, crop.stride, tokenizer)
+    else:
+        arrays, props = prepare_case(unlabelled, modalities, crop.margin, crop.stride, require_labels=False)
     masks = predict_masks(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
     labels = regions_to_labels(masks, get_convention(props["convention"]))
     full = uncrop(labels, props["crop_start"], props["crop_stop"], tuple(props["original_shape"]))
@@ -115,21 +127,28 @@ def predict_case(case_files, models: dict[str, RegionModel], modalities: list[st
 
 
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                  crop: CropSettings, out_dir, device: torch.device, precision: str) -> list[str]:
+                  crop: CropSettings, out_dir, device: torch.device, precision: str,
+                  tokenizer: nn.Module | None = None) -> list[str]:
     """Predict and write ``<out_dir>/<case>.nii.gz`` for every case; returns the written case ids."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
-        labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision)
+        labels, props = predict_case(case_files, models, modalities, cfg, crop, device, precision, tokenizer)
         write_volume(out_dir / f"{case_files.case}.nii.gz", labels, np.asarray(props["affine"]), props["spacing"])
         written.append(case_files.case)
     return written
 
 
 def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regions, cfg: InferConfig,
-                  crop: CropSettings, device: torch.device, precision: str) -> list[str]:
+                  crop: CropSettings, device: torch.device, precision: str, tokenizer_path=None) -> list[str]:
     """Predict the cases ``case_ids`` of ``raw_dir`` (all discovered cases when None; labels not needed) into
-    ``out_dir``, written whole or not at all."""
+    ``out_dir``, written whole or not at all. ``tokenizer_path``: the MRI tokenizer model file that
+    ``cfg.missing_modality == "synthesize"`` fills missing modalities with."""
+    tokenizer = None
+    if cfg.missing_modality == "synthesize":
+        if tokenizer_path is None:
+            raise ConfigError("infer.missing_modality is synthesize: give the tokenizer model file (--tokenizer)")
+        tokenizer = load_tokenizer(tokenizer_path)[0].to(device)
     cases = discover_cases(raw_dir, require_labels=False)
     if case_ids is not None:
         by_id = {c.case: c for c in cases}
@@ -140,4 +159,4 @@ def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regio
     models = load_region_models(model_dir, regions, device)
     modalities = list(next(iter(models.values())).contract["modalities"])
     with atomic_dir(out_dir) as tmp:
-        return predict_cases(cases, models, modalities, cfg, crop, tmp, device, precision)
+        return predict_cases(cases, models, modalities, cfg, crop, tmp, device, precision, tokenizer)

