@@ -19,7 +19,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from agvq.config import QuantizerConfig, TokenizerLossConfig, TokenizerTrainConfig, load_params, parse, to_dict
 from agvq.errors import CaseError, ConfigError
 from agvq.io.prepared import write_prepared
-from agvq.metrics.image import match_histogram, psnr_per_image, ssim_per_image
+from agvq.metrics.image import match_histogram, psnr_per_image, ssim_per_image, ssim_separable
 from agvq.tokenizer.data import TokenizerSamples, TokenizerStore, scored_slices, to_unit_range, to_zscore
 from agvq.tokenizer.model import MRITokenizer, load_tokenizer
 from agvq.tokenizer.synthesis import render, render_many, synthesize_missing
@@ -84,6 +84,21 @@ def test_ssim_wrapper_equals_a_direct_computation_and_the_torchmetrics_module():
     # the data range matters: the same images read on a 0..255 scale score higher (smaller relative constants)
     assert ssim_per_image(p * 255, t * 255, 255.0)[0].item() == pytest.approx(got[0].item(), abs=2e-5)
     assert ssim_per_image(p, t, 10.0)[0] > got[0]
+
+
+def test_separable_ssim_loss_equals_torchmetrics_and_has_gradients():
+    rng = np.random.default_rng(1)
+    target = ndi.gaussian_filter(rng.random((4, 33, 47)), (0, 2, 2)).astype(np.float32)
+    pred = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1).astype(np.float32)
+    t = torch.from_numpy(target)[:, None]
+    p = torch.from_numpy(pred)[:, None].requires_grad_(True)
+    got = ssim_separable(p, t, 1.0)
+    want = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none")(p.detach(), t)
+    torch.testing.assert_close(got.detach(), want.float(), atol=2e-5, rtol=0)
+    got.mean().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        ssim_separable(p.detach()[:, :, None], t[:, :, None], 1.0)
 
 
 def test_psnr_wrapper_equals_the_definition_on_known_images():

@@ -33,6 +33,32 @@ def ssim_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float) 
     return out.reshape(pred.shape[0]).double()
 
 
+def _gaussian_taps(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(x / sigma) ** 2 / 2)
+    return g / g.sum()
+
+
+def ssim_separable(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
+    """Differentiable SSIM per image (N,) of 2D batches (N, 1, H, W), equal to :func:`ssim_per_image` (torchmetrics'
+    definition: 11-tap Gaussian window of sigma 1.5, reflected borders, mean over the whole map) but filtering with
+    two 1D passes (22 instead of 121 multiply-adds per pixel and statistic), cheap enough for a training loss."""
+    _check_pair(pred, target)
+    if pred.dim() != 4 or pred.shape[1] != 1:
+        raise ValueError(f"ssim_separable takes (N, 1, H, W) images, got {tuple(pred.shape)}")
+    size, sigma, pad = 11, 1.5, 5
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    g = _gaussian_taps(size, sigma, pred)
+    x = torch.nn.functional.pad(torch.cat([pred, target, pred * pred, target * target, pred * target], 1),
+                                (pad, pad, pad, pad), mode="reflect")
+    x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, size).expand(5, 1, 1, size).contiguous(), groups=5)
+    x = torch.nn.functional.conv2d(x, g.view(1, 1, size, 1).expand(5, 1, size, 1).contiguous(), groups=5)
+    mp, mt, pp, tt, pt = x.unbind(1)
+    vp, vt, cov = (pp - mp * mp).clamp_min(0), (tt - mt * mt).clamp_min(0), pt - mp * mt
+    ssim = ((2 * mp * mt + c1) * (2 * cov + c2)) / ((mp * mp + mt * mt + c1) * (vp + vt + c2))
+    return ssim.flatten(1).mean(1)
+
+
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
     """PSNR (dB) of every image of a batch (N,) in float64: 10 log10(data_range^2 / MSE); +inf for identical images."""
     _check_pair(pred, target)

@@ -27,7 +27,7 @@ from agvq.config import Params, TokenizerConfig, TokenizerLossConfig, TokenizerT
 from agvq.io.atomic import ensure_writable, write_json
 from agvq.io.model_file import model_file, save_atomic
 from agvq.io.splits import read_splits
-from agvq.metrics.image import psnr_per_image, ssim_per_image
+from agvq.metrics.image import psnr_per_image, ssim_per_image, ssim_separable
 from agvq.tokenizer.data import TokenizerSamples, TokenizerStore, scored_slices
 from agvq.tokenizer.figures import curves_figure, epochs_figure
 from agvq.tokenizer.model import MRITokenizer
@@ -112,8 +112,11 @@ class TokenizerTask:
             err = _masked_l1(out.image[sl], refs[sl], out_brain[sl])
             logs[f"{name}_l1"] = err.detach()
             if self.loss.ssim_weight > 0:
-                ssim = structural_similarity_index_measure(out.image[sl].float(), refs[sl].float(),
-                                                           data_range=DATA_RANGE)
+                pred, ref = out.image[sl].float(), refs[sl].float()
+                if pred.dim() == 4:  # slices: the separable filter (equal to torchmetrics, 5x cheaper)
+                    ssim = ssim_separable(pred, ref, DATA_RANGE).mean()
+                else:
+                    ssim = structural_similarity_index_measure(pred, ref, data_range=DATA_RANGE)
                 err = err + self.loss.ssim_weight * (1.0 - ssim)
             loss = loss + weight * err
         if self.loss.consistency_weight > 0 and c > 1:
