@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--per-seed", action="store_true",
                         help="--models holds seed<k>/ folders (params seeds): predict with each into <out>/seed<k>/")
     parser.add_argument("--report", help="JSON report to write: predicted cases, skipped cases and why")
+    parser.add_argument("--tokenizer", help="MRI tokenizer model file; infer.missing_modality: synthesize fills a "
+                                            "missing modality with its synthesis")
     args = parser.parse_args()
     guard_paths(args, "infer", inputs=("models", "raw", "splits"), folders=("out",), files=("report",))
     params = load_params(args.params)
@@ -37,12 +39,13 @@ def main() -> None:
     crop = CropSettings(params.preprocess.margin, params.preprocess.stride)
     if args.per_seed:
         written = run_inference_seeds(args.models, args.raw, args.out, params.seeds, case_ids, params.regions,
-                                      params.infer, crop, device, precision, report=args.report)
+                                      params.infer, crop, device, precision, report=args.report,
+                                      tokenizer_path=args.tokenizer)
         for seed, cases in written.items():
             print(f"seed {seed}: wrote {len(cases)} predictions to {args.out}/seed{seed}")
         return
     written = run_inference(args.models, args.raw, args.out, case_ids, params.regions, params.infer, crop,
-                            device, precision, report=args.report)
+                            device, precision, report=args.report, tokenizer_path=args.tokenizer)
     print(f"wrote {len(written)} predictions to {args.out}")
 
 if __name__ == "__main__":

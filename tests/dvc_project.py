@@ -32,6 +32,11 @@ TINY = {
     "evaluate": {"workers": 1, "figure_cases": 1},
     "robustness": {"cases": 1, "perturbations": ["noise", "missing"], "bootstrap": 200},
     "attention_study": {"bootstrap": 200},
+    "tokenizer": {"model": {"channels": [4, 8], "latent_dim": 4, "num_embeddings": 16, "sequence_embedding": 4,
+                            "groups": 2},
+                  "train": {"epochs": 2, "batch_size": 4, "samples_per_epoch": 8, "patch_size": [32, 32],
+                            "val_every": 1, "val_slices": 2, "figure_epochs": [1, 2]},
+                  "evaluate": {"bootstrap": 50, "figure_slices": 1}},
 }
 TINY_STUDY = ["unet_cbam", "unet_gate", "agvqvae_cbam"]
 """The attention study variants the tiny project keeps (a deep merge cannot remove keys, so they are filtered)."""

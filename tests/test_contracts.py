@@ -73,6 +73,9 @@ LAYERS = {
     "agvq.errors": 0, "agvq.regions": 0, "agvq.config": 0, "agvq.device": 0, "agvq.processes": 0,
     "agvq.io": 1, "agvq.data": 2, "agvq.models": 3, "agvq.inference": 4, "agvq.metrics": 4, "agvq.postprocessing": 4,
     "agvq.diagnosis": 5, "agvq.training": 5, "agvq.robustness": 5, "agvq.cli": 6, "agvq.presets": 6, "agvq": 7,
+    # the MRI tokenizer study: its model sits with the models, rendering/evaluation with inference and metrics
+    # (inference fills missing modalities through it), its training with the training loop
+    "agvq.tokenizer": 4, "agvq.tokenizer.data": 2, "agvq.tokenizer.model": 3, "agvq.tokenizer.train": 5,
 }
 
 

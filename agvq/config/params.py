@@ -18,6 +18,7 @@ from agvq.config.schema import deep_merge, mapping, parse, section, to_dict, val
 from agvq.config.sections import (AblateConfig, CondConfig, CondSection, DataConfig, DiagnoseConfig, EvaluateConfig,
                                   InferConfig, PreprocessConfig, Region, RobustnessConfig, RuntimeConfig,
                                   SynthesizeConfig, VQVAEConfig, VQVAESection)
+from agvq.config.tokenizer import TokenizerConfig
 from agvq.config.variants import VariantSpec, paper_order
 from agvq.errors import ConfigError
 from agvq.regions import REGIONS
@@ -48,6 +49,7 @@ class Params:
     diagnose: DiagnoseConfig = section(DiagnoseConfig)
     robustness: RobustnessConfig = section(RobustnessConfig)
     attention_study: AttentionStudyConfig = section(AttentionStudyConfig)
+    tokenizer: TokenizerConfig = section(TokenizerConfig)
 
     def check(self, where: str) -> None:
         if not self.regions or len(set(self.regions)) != len(self.regions):

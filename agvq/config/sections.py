@@ -300,8 +300,9 @@ class InferConfig:
     threshold: float = value(0.5, ge=0.0, lt=1.0)
     on_error: Literal["stop", "skip"] = value("stop", doc="infer stage: a bad case stops it, or is skipped and "
                                                           "listed in its report")
-    missing_modality: Literal["error", "zero", "mean"] = value(
-        "error", doc="a case lacking a sequence: stop (error) or fill it (agvq.inference.missing) with a warning")
+    missing_modality: Literal["error", "zero", "mean", "synthesize"] = value(
+        "error", doc="a case lacking a sequence: stop (error), or fill it with a warning: zero / mean "
+                     "(agvq.inference.missing), synthesize (the MRI tokenizer's synthesis, infer --tokenizer)")
     # Inference only (validation during training never reads them, and the training stages do not declare them):
     tta: Literal["none", "flip"] = value("none", doc="flip: mean probabilities of the 8 axis-flip combinations")
     save_probabilities: bool = value(False, doc="also write <case>_probabilities.npz (per-region maps, original grid)")

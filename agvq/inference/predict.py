@@ -27,6 +27,8 @@ from agvq.io.probabilities import ProbabilityMaps, probability_path, write_proba
 from agvq.io.validation import CaseHeader, load_image, missing_modalities, validate_case
 from agvq.models.loading import load_predictor_parts
 from agvq.regions import get_convention, regions_to_labels
+from agvq.tokenizer.model import load_tokenizer
+from agvq.tokenizer.synthesis import prepare_with_synthesis
 
 log = logging.getLogger("agvq.inference")
 
@@ -183,6 +185,12 @@ def volume_outputs(header: CaseHeader, volumes: list[np.ndarray], models: dict[s
     """Label map (and, with ``keep_probabilities``, the probability maps) on the original grid from the raw
     ``volumes`` of a case, cropped and z-scored as preprocessing does."""
     arrays, props = prepare_volumes(header, volumes, None, modalities, crop.margin, crop.stride)
+    return arrays_outputs(arrays, props, models, cfg, device, precision, keep_probabilities)
+
+
+def arrays_outputs(arrays: dict, props: dict, models: dict[str, RegionModel], cfg: InferConfig,
+                   device: torch.device, precision: str, keep_probabilities: bool) -> CasePrediction:
+    """:func:`volume_outputs` from an already prepared case (``arrays`` "image" and "brain", ``props``)."""
     probs = predict_probabilities(arrays["image"], arrays["brain"].astype(bool), models, cfg, device, precision)
     masks = {region: prob > cfg.threshold for region, prob in probs.items()}
     labels = regions_to_labels(masks, get_convention(props["convention"]))
@@ -206,33 +214,49 @@ def predict_volumes(header: CaseHeader, volumes: list[np.ndarray], models: dict[
 
 def predict_case_outputs(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                          crop: CropSettings, device: torch.device, precision: str,
-                         keep_probabilities: bool) -> CasePrediction:
+                         keep_probabilities: bool, tokenizer: nn.Module | None = None) -> CasePrediction:
     """:func:`volume_outputs` of one raw case (labels are never read; a missing sequence as
-    ``cfg.missing_modality`` says)."""
-    header, volumes = read_case(case_files, modalities, cfg.missing_modality)
+    ``cfg.missing_modality`` says: ``synthesize`` fills it with ``tokenizer``'s synthesis from the others, on the
+    cropped, z-scored grid)."""
+    if cfg.missing_modality == "synthesize":
+        unlabelled = dataclasses.replace(case_files, seg=None)  # no test-time access to labels, not even the crop
+        absent = missing_modalities(unlabelled, modalities)
+        if absent:
+            if tokenizer is None:
+                raise ConfigError("infer.missing_modality is synthesize but no tokenizer model was given")
+            for m in absent:
+                log.warning("case %s: sequence %s is missing (%s); filled: the MRI tokenizer's synthesis from the "
+                            "others (infer.missing_modality: synthesize)", case_files.case, m,
+                            unlabelled.expected_name(m))
+            arrays, props = prepare_with_synthesis(unlabelled, modalities, crop.margin, crop.stride, tokenizer)
+            return arrays_outputs(arrays, props, models, cfg, device, precision, keep_probabilities)
+    header, volumes = read_case(case_files, modalities, "error" if cfg.missing_modality == "synthesize"
+                                else cfg.missing_modality)
     return volume_outputs(header, volumes, models, modalities, cfg, crop, device, precision, keep_probabilities)
 
 
 def predict_case(case_files, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
-                 crop: CropSettings, device: torch.device, precision: str) -> tuple[np.ndarray, dict]:
+                 crop: CropSettings, device: torch.device, precision: str,
+                 tokenizer: nn.Module | None = None) -> tuple[np.ndarray, dict]:
     """Label map on the original grid of one raw case (labels are never read) and the case properties."""
-    header, volumes = read_case(case_files, modalities, cfg.missing_modality)
-    return predict_volumes(header, volumes, models, modalities, cfg, crop, device, precision)
+    out = predict_case_outputs(case_files, models, modalities, cfg, crop, device, precision, False, tokenizer)
+    return out.labels, out.props
 
 
 def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], cfg: InferConfig,
                   crop: CropSettings, out_dir, device: torch.device, precision: str,
-                  outcomes: CaseOutcomes | None = None) -> list[str]:
+                  outcomes: CaseOutcomes | None = None, tokenizer: nn.Module | None = None) -> list[str]:
     """Predict and write ``<out_dir>/<case>.nii.gz`` for every case (and ``<case>_probabilities.npz`` with
     ``cfg.save_probabilities``); returns the written case ids. With ``outcomes``, a case whose data turns out bad
     goes to ``outcomes.failed`` (skip or stop, ``infer.on_error``) and warnings about suspicious data to
-    ``outcomes.warn``; without, its CaseError propagates."""
+    ``outcomes.warn``; without, its CaseError propagates. ``tokenizer``: the MRI tokenizer that
+    ``infer.missing_modality: synthesize`` fills a missing sequence with."""
     out_dir = Path(out_dir)
     written = []
     for case_files in tqdm(cases, desc="infer", unit="case", dynamic_ncols=True, mininterval=2.0):
         try:
             out = predict_case_outputs(case_files, models, modalities, cfg, crop, device, precision,
-                                       keep_probabilities=cfg.save_probabilities)
+                                       cfg.save_probabilities, tokenizer)
         except CaseError as exc:
             if outcomes is None:
                 raise
@@ -248,19 +272,31 @@ def predict_cases(cases, models: dict[str, RegionModel], modalities: list[str], 
     return written
 
 
+def load_synthesis_tokenizer(cfg: InferConfig, tokenizer_path, device: torch.device) -> nn.Module | None:
+    """The MRI tokenizer (eval mode, on ``device``) when ``cfg.missing_modality`` is ``synthesize``, else None."""
+    if cfg.missing_modality != "synthesize":
+        return None
+    if tokenizer_path is None:
+        raise ConfigError("infer.missing_modality is synthesize: give the tokenizer model file (--tokenizer)")
+    return load_tokenizer(tokenizer_path)[0].to(device).eval()
+
+
 def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regions, cfg: InferConfig,
-                  crop: CropSettings, device: torch.device, precision: str, report=None) -> list[str]:
+                  crop: CropSettings, device: torch.device, precision: str, report=None,
+                  tokenizer_path=None) -> list[str]:
     """Predict the cases ``case_ids`` of ``raw_dir`` (all discovered cases when None; labels not needed) into
     ``out_dir`` (replaced whole, only if infer wrote it), and write the JSON ``report`` (if given) with it, all or
     nothing. Every case's headers are checked before the first prediction; ``cfg.on_error`` stops at a bad case
-    or skips it (agvq.inference.cases)."""
+    or skips it (agvq.inference.cases). ``tokenizer_path``: the MRI tokenizer model file that
+    ``cfg.missing_modality == "synthesize"`` fills missing sequences with."""
+    tokenizer = load_synthesis_tokenizer(cfg, tokenizer_path, device)
     cases, problems = select_cases(raw_dir, case_ids)
     models = load_region_models(model_dir, regions, device)
     modalities = list(next(iter(models.values())).contract["modalities"])
     outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir, cfg.missing_modality)
     with staged_outputs("infer") as staged:
         written = predict_cases(outcomes.cases, models, modalities, cfg, crop, staged.folder(out_dir), device,
-                                precision, outcomes)
+                                precision, outcomes, tokenizer)
         if not written:
             raise CaseError(None, str(raw_dir), f"no case could be predicted ({len(outcomes.skipped)} skipped: "
                                                 f"{outcomes.skipped[0]})")
@@ -270,10 +306,12 @@ def run_inference(model_dir, raw_dir, out_dir, case_ids: list[str] | None, regio
 
 
 def run_inference_seeds(model_root, raw_dir, out_dir, seeds, case_ids: list[str] | None, regions, cfg: InferConfig,
-                        crop: CropSettings, device: torch.device, precision: str, report=None) -> dict[int, list[str]]:
+                        crop: CropSettings, device: torch.device, precision: str, report=None,
+                        tokenizer_path=None) -> dict[int, list[str]]:
     """:func:`run_inference` for every training seed: the models of ``<model_root>/seed<k>/`` predict into
     ``<out_dir>/seed<k>/``. One output folder (one manifest) and one report (an entry per seed), written together
     or not at all."""
+    tokenizer = load_synthesis_tokenizer(cfg, tokenizer_path, device)
     cases, problems = select_cases(raw_dir, case_ids)
     written, reports = {}, {}
     with staged_outputs("infer") as staged:
@@ -285,7 +323,7 @@ def run_inference_seeds(model_root, raw_dir, out_dir, seeds, case_ids: list[str]
             outcomes = check_cases(cases, problems, modalities, cfg.on_error, raw_dir, cfg.missing_modality)
             (root / f"seed{seed}").mkdir()
             written[seed] = predict_cases(outcomes.cases, models, modalities, cfg, crop, root / f"seed{seed}",
-                                          device, precision, outcomes)
+                                          device, precision, outcomes, tokenizer)
             if not written[seed]:
                 raise CaseError(None, str(raw_dir), f"no case could be predicted with {model_dir} "
                                                     f"({len(outcomes.skipped)} skipped: {outcomes.skipped[0]})")

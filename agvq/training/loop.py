@@ -8,6 +8,11 @@ It is written atomically at the end of every epoch and holds everything the rest
 the best weights so far. Patches are a pure function of (seed, epoch, index), so a resumed run ends with the same
 weights as an uninterrupted one.
 
+A task may bring its own training samples and validation (the MRI tokenizer trains on image slices and validates
+by SSIM): ``task.dataset(store, cfg, seed)`` replaces the tumour-biased PatchDataset, ``task.validate(model, store,
+rt, epoch)`` replaces the segmentation protocol, and ``task.state_dict()`` / ``task.load_state_dict()`` carry
+whatever else the task records (e.g. reconstructions at a few epochs) in the resume state.
+
 Under DDP (``torchrun``) the global batch ``cfg.batch_size`` is split evenly over the ranks, gradients are averaged
 by DistributedDataParallel, the quantizer all-reduces its own EMA statistics (``broadcast_buffers=False``),
 validation cases are shared out over the ranks, and only rank 0 writes files.
@@ -41,7 +46,7 @@ from agvq.training.validation import ValidationProtocol, validate
 log = logging.getLogger(__name__)
 
 MIN_FREE_BYTES = 50 * 2**20
-METRIC_DIRECTIONS = {"dice": "max", "hd95": "min"}
+METRIC_DIRECTIONS = {"dice": "max", "hd95": "min", "ssim": "max", "psnr": "max", "synthesis_ssim": "max"}
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
@@ -263,12 +268,17 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, pr
         best_state, best_metrics, start_epoch = state["best_state"], state["best_metrics"], state["epoch"]
         elapsed = state["seconds"]
         _restore_rng(state["rng"], rt, desc)
+        if state.get("task_state") is not None and hasattr(task, "load_state_dict"):
+            task.load_state_dict(state["task_state"])
         if rt.is_main:
             log.info("%s: resuming from %s at epoch %d/%d", desc, resume_path, start_epoch + 1, cfg.epochs)
         del state
 
-    dataset = PatchDataset(train_store, cfg.patch_size, cfg.patches_per_epoch, cfg.foreground_fraction, seed,
-                           flip=cfg.flip)
+    if hasattr(task, "dataset"):
+        dataset = task.dataset(train_store, cfg, seed)
+    else:
+        dataset = PatchDataset(train_store, cfg.patch_size, cfg.patches_per_epoch, cfg.foreground_fraction, seed,
+                               flip=cfg.flip)
     sampler = DistributedSampler(dataset, shuffle=False, drop_last=True) if rt.distributed else None
     loader = DataLoader(dataset, batch_size=cfg.batch_size // rt.world_size, sampler=sampler, shuffle=False,
                         num_workers=cfg.num_workers, drop_last=True, pin_memory=rt.device.type == "cuda",
@@ -305,7 +315,10 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, pr
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update({k: v / max(steps, 1) for k, v in sums.items()})
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            scores = validate_sharded(task.predictor(model), val_store, task.val_input, protocol, rt)
+            if hasattr(task, "validate"):
+                scores = task.validate(model, val_store, rt, epoch + 1)
+            else:
+                scores = validate_sharded(task.predictor(model), val_store, task.val_input, protocol, rt)
             row.update({f"val_{k}": v for k, v in scores.items()})
             value = scores[cfg.val_metric]
             if _improved(value, best, cfg.val_metric):
@@ -317,7 +330,8 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, pr
         history.append(row)
         rng = _gather(checkpoint.rng_state(), rt)  # every rank's generators, restored rank by rank
         if rt.is_main:
-            epochs.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("train_loss", "val_dice", "val_hd95")})
+            epochs.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                                if k in ("train_loss", "val_dice", "val_hd95", "val_ssim")})
             if curve_path is not None:
                 write_curve(history, curve_path)
             checkpoint.save_atomic({
@@ -326,6 +340,7 @@ def fit(task, train_store: CaseStore, val_store: CaseStore, cfg: TrainConfig, pr
                 "scaler": scaler.state_dict(), "history": history, "best": best, "best_epoch": best_epoch,
                 "best_state": best_state, "best_metrics": best_metrics, "seconds": elapsed, "rng": rng,
                 "world_size": rt.world_size,
+                "task_state": task.state_dict() if hasattr(task, "state_dict") else None,
             }, resume_path)
         rt.barrier()
     if rt.distributed:
