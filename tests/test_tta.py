@@ -252,7 +252,7 @@ def test_tta_and_probabilities_are_inference_only_params():
         declared = {p for p in params if p == "infer" or p.startswith("infer.")}
         if name.startswith("train_") or name in ("evaluate_vqvae", "diagnose"):
             assert declared == protocol, (name, declared)
-        elif name in ("infer", "infer_val", "robustness_predict"):
+        elif name in ("infer", "infer_val", "robustness_predict", "evaluate_attention"):
             assert declared == {"infer"}
         else:
             assert not declared, (name, declared)
