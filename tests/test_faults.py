@@ -191,7 +191,7 @@ sys.argv = [{script!r}] + sys.argv[1:]
 runpy.run_path({script!r}, run_name="__main__")
 """
 SLOWED = {"preprocess.py": ("agvq.data.preprocess", "prepare_from_header"),
-          "infer.py": ("agvq.inference.predict", "predict_case")}
+          "infer.py": ("agvq.inference.predict", "predict_case_outputs")}
 
 
 def start_slow(ctx: Ctx) -> subprocess.Popen:

@@ -254,4 +254,4 @@ def test_infer_missing_modality_error_and_a_case_with_no_sequence(tmp_path):
     assert not (tmp_path / "pred").exists()
     assert parse(InferConfig, {}, "infer").missing_modality == "error"
     with pytest.raises(ConfigError, match="infer.missing_modality must be one of"):
-        parse(InferConfig, {"missing_modality": "synthesize"}, "infer")
+        parse(InferConfig, {"missing_modality": "blur"}, "infer")

@@ -193,7 +193,7 @@ def test_bad_model_settings_are_config_errors():
 def test_params_check_patch_size_against_dims_and_figure_epochs(tmp_path):
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override, message in ((({"dims": 3}), "patch_size must list 3"),
-                              ({"train": {"figure_epochs": [4]}}, "not validation epochs"),
+                              ({"train": {"figure_epochs": [3]}}, "not validation epochs"),
                               ({"intensity": {"low_percentile": 99.0, "high_percentile": 1.0}}, "below"),
                               ({"train": {"val_metric": "dice"}}, "val_metric")):
         data = json.loads(json.dumps(base))
@@ -440,7 +440,7 @@ def test_missing_t1ce_file_is_synthesized_before_segmenting(trained, tmp_path):
     assert not (tmp_path / "pred").exists()
     folder = model_dir(tmp_path, fg={"WT": True, "TC": True, "ET": True}, two_stage=False)  # ET in the brain
     written = run_inference(folder, raw, tmp_path / "pred", None, ("WT", "TC", "ET"), synth, crop, cpu, "fp32",
-                            root / "models/tokenizer.pt")
+                            tokenizer_path=root / "models/tokenizer.pt")
     assert written == ["M1"]
     np.testing.assert_array_equal(read(tmp_path / "pred" / "M1.nii.gz")[1], np.where(brain_of(seed=3), 4, 0))
     assert digest(raw) == before
