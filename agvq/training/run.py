@@ -85,7 +85,8 @@ def train_and_save(task, kind: str, region: str | tuple[str, ...], cfg: TrainCon
         # Wall time goes in the contract, not the metrics: metrics stay bit-identical across identical runs.
         contract = {"kind": kind, "region": region if isinstance(region, str) else None, "in_channels": train.in_channels,
                     "modalities": prepared_modalities(paths.prepared), "train_seconds": round(result.seconds, 2),
-                    "patch_size": list(cfg.patch_size), **contract}
+                    "patch_size": list(cfg.patch_size),
+                    "parameters": sum(p.numel() for p in task.model.parameters() if p.requires_grad), **contract}
         save_atomic(model_file(kind, task.model.cpu(), contract, metrics, extra), paths.model)
         write_json(paths.model.with_suffix(".json"), contract)
         write_json(paths.metrics, metrics)

@@ -41,8 +41,7 @@ def train_variant(name: str, region: str, params: Params, paths: TrainingPaths, 
         if any(s % model.stride for s in cfg.train.patch_size):
             raise ConfigError(f"patch_size {list(cfg.train.patch_size)} is not a multiple of {model.stride} ({name})")
         contract = {"variant": name, "two_stage": spec.two_stage, "switches": spec.switch_values(),
-                    "attention": spec.attention.describe(), "stride": model.stride, "seed": seed,
-                    "parameters": sum(p.numel() for p in model.parameters())}
+                    "attention": spec.attention.describe(), "stride": model.stride, "seed": seed}
         identity = {"stage": "cond", "variant": name, "region": region, "seed": seed, "variant_params": to_dict(spec),
                     "params": to_dict(cfg), "runtime": to_dict(params.runtime), "protocol": protocol_identity(params)}
         return train_and_save(task, model.kind, region, cfg.train, validation_protocol(params, cfg.train.patch_size),
@@ -68,7 +67,8 @@ def train_joint(name: str, params: Params, paths: TrainingPaths, seed: int):
             raise ConfigError(f"patch_size {list(cfg.train.patch_size)} is not a multiple of {model.stride} ({name})")
         task = JointSegmentationTask(model, cfg.loss)
         contract = {"variant": name, "two_stage": False, "joint": True, "regions": list(regions),
-                    "switches": spec.switch_values(), "stride": model.stride, "seed": seed}
+                    "switches": spec.switch_values(), "attention": spec.attention.describe(), "stride": model.stride,
+                    "seed": seed}
         identity = {"stage": "joint", "variant": name, "regions": list(regions), "seed": seed,
                     "variant_params": to_dict(spec), "params": to_dict(cfg), "runtime": to_dict(params.runtime),
                     "protocol": protocol_identity(params)}
