@@ -28,7 +28,6 @@ TINY = {
                                      "window_size": 2},
                        "segresnet": {"init_filters": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}},
              "train": {"epochs": 1, "patches_per_epoch": 8, "batch_size": 4, "patch_size": [16, 16, 16]}},
-    "variants": {"swinunetr": {"overrides": {"train": {"patch_size": [32, 32, 32]}}}},
     "evaluate": {"workers": 1, "figure_cases": 1},
     "robustness": {"cases": 1, "perturbations": ["noise", "missing"], "bootstrap": 200},
     "attention_study": {"bootstrap": 200},
@@ -38,8 +37,20 @@ TINY = {
                             "val_every": 1, "val_slices": 2, "figure_epochs": [1, 2]},
                   "evaluate": {"bootstrap": 50, "figure_slices": 1}},
 }
+TINY_VARIANTS = ["agvqvae", "agvqvae_no_as", "agunet", "agunet_no_sm", "unet", "segresnet"]
+"""The paper variants the tiny project keeps: every kind (two-stage, joint AG-UNet, joint MONAI baselines) and a
+switch of each, at a third of the default project's stages."""
 TINY_STUDY = ["unet_cbam", "unet_gate", "agvqvae_cbam"]
 """The attention study variants the tiny project keeps (a deep merge cannot remove keys, so they are filtered)."""
+
+
+def _keep_variants(values: dict, keep) -> dict:
+    values["variants"] = {k: v for k, v in values["variants"].items() if k in keep}
+    for key in ("single_stage_variants", "two_stage_variants", "joint_variants"):
+        values[key] = [v for v in values.get(key, []) if v in keep]
+    for key in ("comparison", "ablation"):
+        values["ablate"][key] = [v for v in values["ablate"][key] if v in keep]
+    return values
 
 
 def _keep_study(values: dict, keep) -> dict:
@@ -85,7 +96,8 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
-    values = deep_merge(_keep_study(deep_merge(values, TINY), TINY_STUDY), params or {})
+    values = _keep_variants(_keep_study(deep_merge(values, TINY), TINY_STUDY), TINY_VARIANTS)
+    values = deep_merge(values, params or {})
     (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     git(dest, "init", "-q")
     git(dest, "add", "-A")

@@ -98,7 +98,7 @@ def test_stage2_model_file_embeds_the_frozen_stage1(vqvae, data, tmp_path, monke
 
     with pytest.raises(ConfigError, match="two-stage"):
         train_variant("agvqvae", "WT", params, paths, None, 0)
-    with pytest.raises(ConfigError, match="single-stage"):
+    with pytest.raises(ConfigError, match="single-stage|joint model"):
         train_variant("agunet", "WT", params, paths, stage1, 0)
     with pytest.raises(ConfigError, match="unknown variant"):
         train_variant("agvqvae_typo", "WT", params, paths, stage1, 0)

@@ -22,6 +22,10 @@ OVERRIDE = {
     "vqvae": {"train": {"epochs": 2, "val_every": 1}},
     "cond": {"train": {"epochs": 2, "val_every": 1}},
     "evaluate": {"workers": 1, "empty_penalty": 200.0},
+    # agunet trained per region here (the default trains it jointly): the per-region single-stage path is checked too
+    "variants": {"agunet": {"joint": False}},
+    "single_stage_variants": ["agunet"],
+    "joint_variants": ["agunet_no_as", "agunet_no_sm", "unet", "unetr", "swinunetr", "segresnet"],
 }
 
 

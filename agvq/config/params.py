@@ -84,8 +84,8 @@ class Params:
         d = self.diagnose  # names checked here when defined; the diagnose stage itself rejects unknown ones
         if d.variant in self.variants and not self.variants[d.variant].two_stage:
             raise ConfigError(f"diagnose.variant {d.variant!r} must name a two-stage variant")
-        if d.compare in self.variants and self.variants[d.compare].kind != "per_region":
-            raise ConfigError(f"diagnose.compare {d.compare!r} must name a per-region single-stage variant")
+        if d.compare in self.variants and self.variants[d.compare].two_stage:
+            raise ConfigError(f"diagnose.compare {d.compare!r} must name a single-stage variant")
         if d.seed not in self.seeds:
             raise ConfigError(f"diagnose.seed {d.seed} is not one of seeds {list(self.seeds)}")
         for key in ("comparison", "ablation"):
