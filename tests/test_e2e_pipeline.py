@@ -58,7 +58,8 @@ def test_full_pipeline_outputs(reproduced):
     md = (repo / "metrics/ablation.md").read_text()
     assert "## Effect of postprocessing" in md
     assert "| Model |" in md and "(not retrained)" in md and "paper HD95 AVG" in md
-    assert (repo / "models/unet/seed0/joint.pt").is_file() and (repo / "models/agunet/seed0/TC.pt").is_file()
+    assert (repo / "models/unet/seed0/joint.pt").is_file() and (repo / "models/agvqvae/seed0/TC.pt").is_file()
+    assert (repo / "models/agunet/seed0/joint.pt").is_file()
     diagnosis = json.loads((repo / "metrics/diagnosis.json").read_text())
     assert diagnosis["split"] == "val" and set(diagnosis["regions"]) == {"WT", "TC", "ET"}
     for region in ("WT", "TC", "ET"):
